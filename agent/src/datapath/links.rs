@@ -1,0 +1,150 @@
+//! Attaching tc programs as TCX links pinned in bpffs. A pinned link keeps its program
+//! attached after the agent exits; a restarted agent swaps in its freshly loaded program
+//! atomically (bpf_link_update) instead of detaching, so no packet sees a gap.
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    links::{FdLink, PinnedLink},
+    tc::{SchedClassifierLink, TcAttachOptions},
+};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("attaching {program} to {ifname} {direction}: {source}")]
+    Attach {
+        program: String,
+        ifname: String,
+        direction: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("pinning link at {path}: {reason}")]
+    Pin { path: PathBuf, reason: String },
+    #[error("removing pinned link {path}: {source}")]
+    Unpin { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    fn tc(self) -> TcAttachType {
+        match self {
+            Direction::Ingress => TcAttachType::Ingress,
+            Direction::Egress => TcAttachType::Egress,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Where the link of `program` on interface `ifindex` is pinned. The ifindex is part of the
+/// name: a recreated device gets a new index, so a stale link is never "updated" in place.
+pub fn pin_path(links_dir: &Path, program: &str, direction: Direction, ifindex: u32) -> PathBuf {
+    links_dir.join(format!("{program}-{}-{ifindex}", direction.name()))
+}
+
+/// What `attach_pinned` did, for logs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link was created and pinned.
+    New,
+    /// A pinned link from a previous agent now runs this program.
+    Adopted,
+}
+
+pub fn attach_pinned(
+    program: &mut SchedClassifier,
+    program_name: &str,
+    ifname: &str,
+    direction: Direction,
+    pin: &Path,
+) -> Result<Attached, LinkError> {
+    let attach_err = |source| LinkError::Attach {
+        program: program_name.to_owned(),
+        ifname: ifname.to_owned(),
+        direction: direction.name(),
+        source,
+    };
+    if let Ok(pinned) = PinnedLink::from_pin(pin) {
+        let adopted = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .map_err(|err| err.to_string())
+            .and_then(|link| program.attach_to_link(link).map_err(|err| err.to_string()));
+        match adopted {
+            Ok(id) => {
+                // The pin keeps the link; dropping our handle must not detach it.
+                let link = program.take_link(id).map_err(attach_err)?;
+                drop(link);
+                return Ok(Attached::Adopted);
+            }
+            Err(reason) => {
+                tracing::warn!(pin = %pin.display(), %reason, "pinned link is stale, attaching anew");
+                remove_pin(pin)?;
+            }
+        }
+    }
+    let id = program
+        .attach_with_options(ifname, direction.tc(), TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .map_err(attach_err)?;
+    let link = program.take_link(id).map_err(attach_err)?;
+    let fd_link = FdLink::try_from(link).map_err(|err| LinkError::Pin {
+        path: pin.to_owned(),
+        reason: err.to_string(),
+    })?;
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| LinkError::Unpin {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    fd_link.pin(pin).map_err(|err| LinkError::Pin {
+        path: pin.to_owned(),
+        reason: err.to_string(),
+    })?;
+    Ok(Attached::New)
+}
+
+/// Detaches by removing the pin (the last reference); a missing pin is not an error.
+pub fn remove_pin(pin: &Path) -> Result<(), LinkError> {
+    match std::fs::remove_file(pin) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(LinkError::Unpin {
+            path: pin.to_owned(),
+            source: err,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Pins in `links_dir` whose file name starts with `prefix`.
+pub fn pins_with_prefix(links_dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(links_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+        .map(|entry| entry.path())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_paths_name_program_direction_and_ifindex() {
+        let path = pin_path(Path::new("/sys/fs/bpf/kaya/n1/links"), "from_pod", Direction::Ingress, 42);
+        assert_eq!(path, Path::new("/sys/fs/bpf/kaya/n1/links/from_pod-ingress-42"));
+    }
+
+    #[test]
+    fn removing_a_missing_pin_is_fine() {
+        remove_pin(Path::new("/nonexistent/kaya/pin")).unwrap();
+    }
+}

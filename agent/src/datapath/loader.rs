@@ -1,0 +1,138 @@
+//! Loads the eBPF object with every map pinned under the instance's bpffs directory, so a
+//! restarted agent reuses the live maps (and established flows keep their state).
+use aya::{Ebpf, EbpfLoader, maps::MapData, programs::SchedClassifier};
+use std::path::{Path, PathBuf};
+
+use super::{EBPF_OBJECT, MapAccessError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("creating bpffs directory {path}: {source}")]
+    PinDir { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs { path: PathBuf },
+    #[error("loading the eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {name} is missing from the eBPF object or is not a tc classifier")]
+    MissingProgram { name: &'static str },
+    #[error(transparent)]
+    Map(#[from] MapAccessError),
+}
+
+/// BPF_FS_MAGIC from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl Datapath {
+    /// Loads (but does not attach) every program; maps are created or adopted at `pin_dir`.
+    pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
+        std::fs::create_dir_all(pin_dir).map_err(|source| LoadError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let stat = nix::sys::statfs::statfs(pin_dir).map_err(|errno| LoadError::PinDir {
+            path: pin_dir.to_owned(),
+            source: errno.into(),
+        })?;
+        if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+            return Err(LoadError::NotBpffs {
+                path: pin_dir.to_owned(),
+            });
+        }
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(EBPF_OBJECT)?;
+        for name in [
+            super::PROG_FROM_POD,
+            super::PROG_FROM_OVERLAY,
+            super::PROG_TO_OVERLAY,
+        ] {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
+        Ok(Datapath {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoadError> {
+        classifier(&mut self.ebpf, name)
+    }
+
+    /// Takes ownership of a map's data, for the typed wrapper of its family.
+    pub fn take_map(&mut self, name: &'static str) -> Result<MapData, MapAccessError> {
+        use aya::maps::Map;
+        match self.ebpf.take_map(name) {
+            Some(
+                Map::HashMap(data)
+                | Map::LpmTrie(data)
+                | Map::Array(data)
+                | Map::PerCpuArray(data)
+                | Map::RingBuf(data),
+            ) => Ok(data),
+            _ => Err(MapAccessError::Missing { map: name }),
+        }
+    }
+
+    /// The aya-log ring buffer, forwarded into the agent's tracing logs.
+    pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, LoadError> {
+    ebpf.program_mut(name)
+        .and_then(|program| program.try_into().ok())
+        .ok_or(LoadError::MissingProgram { name })
+}
+
+/// Removes an instance's pinned maps and links: the datapath is gone after this.
+pub fn unpin_all(pin_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Mounts bpffs at `path` unless something is mounted there already.
+pub fn ensure_bpffs(path: &Path) -> Result<(), LoadError> {
+    std::fs::create_dir_all(path).map_err(|source| LoadError::PinDir {
+        path: path.to_owned(),
+        source,
+    })?;
+    let is_bpffs = nix::sys::statfs::statfs(path)
+        .map(|stat| stat.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false);
+    if is_bpffs {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        path,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|errno| LoadError::PinDir {
+        path: path.to_owned(),
+        source: errno.into(),
+    })
+}

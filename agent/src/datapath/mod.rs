@@ -1,0 +1,34 @@
+//! The eBPF dataplane as userspace sees it: loading the embedded object with its maps pinned
+//! per instance, and one module per map family mirroring the programs.
+pub mod endpoints;
+pub mod links;
+pub mod loader;
+pub mod metrics;
+pub mod settings;
+pub mod trace;
+pub mod tunnels;
+
+pub use loader::{Datapath, LoadError};
+
+/// Names of the tc programs in the object, one per attach point.
+pub const PROG_FROM_POD: &str = "from_pod";
+pub const PROG_FROM_OVERLAY: &str = "from_overlay";
+pub const PROG_TO_OVERLAY: &str = "to_overlay";
+
+/// The eBPF object built by build.rs from ebpf/programs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kaya"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapAccessError {
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {map} is missing from the eBPF object")]
+    Missing { map: &'static str },
+}
+
+pub(crate) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> MapAccessError {
+    move |source| MapAccessError::Map { map, source }
+}

@@ -1,0 +1,13 @@
+//! kaya-agent: the node agent. It owns this node's eBPF dataplane (loads, pins, attaches and
+//! keeps the maps in sync) and serves the endpoint API that kaya-cni registers pods through.
+pub mod cni_conf;
+pub mod config;
+pub mod datapath;
+pub mod endpoint_api;
+pub mod endpoint_service;
+pub mod instance;
+pub mod masquerade;
+pub mod netdev;
+pub mod node;
+pub mod registry;
+pub mod sysctl;

@@ -1,0 +1,158 @@
+//! Brings a node up in standalone mode: sysctls, overlay device and routes, the datapath
+//! (adopting pinned maps and links), masquerading, the CNI config, then the endpoint API.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+use crate::config::AgentConfig;
+use crate::datapath::{
+    self, Datapath, PROG_FROM_OVERLAY, PROG_TO_OVERLAY,
+    endpoints::EndpointMap,
+    links::{self, Direction},
+    settings::{self, SettingsMap},
+    tunnels::TunnelMap,
+};
+use crate::endpoint_service::EndpointService;
+use crate::instance::Instance;
+use crate::netdev::{self, Netlink};
+use crate::{cni_conf, endpoint_api, masquerade, registry::Registry, sysctl};
+use kaya_ebpf_common::tunnel::VXLAN_PORT;
+
+pub struct Node {
+    pub config: AgentConfig,
+    pub instance: Instance,
+    pub service: Arc<Mutex<EndpointService>>,
+}
+
+impl Node {
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Node> {
+        let instance = Instance::new(&config.instance, &config.state_root, &config.bpffs);
+        std::fs::create_dir_all(instance.state_dir())?;
+        let netlink = Netlink::connect()?;
+        let overlay_name = instance.overlay_device();
+
+        let overlay = netlink
+            .ensure_overlay(&overlay_name, config.pod_mtu(), VXLAN_PORT)
+            .await?;
+        for (key, value) in sysctl::node_settings(&overlay_name) {
+            sysctl::write(Path::new("/proc/sys"), &key, value)?;
+        }
+        netlink.ensure_address(overlay.index, config.gateway()).await?;
+        let wanted: BTreeSet<_> = config.peers.iter().map(|p| p.pod_cidr).collect();
+        let present = netlink.owned_routes(overlay.index).await?;
+        let (add, remove) = netdev::route_changes(&present, &wanted);
+        for cidr in add {
+            netlink.replace_route(cidr, overlay.index, config.gateway()).await?;
+        }
+        for cidr in remove {
+            netlink.delete_route(cidr, overlay.index).await?;
+        }
+
+        datapath::loader::ensure_bpffs(&config.bpffs)?;
+        let mut datapath = Datapath::load(instance.bpf_dir())?;
+        spawn_ebpf_logger(&mut datapath);
+        SettingsMap::open(&mut datapath)?.write(settings::render(
+            overlay.index,
+            config.node_ip,
+            config.trace,
+        ))?;
+        let tunnels: BTreeMap<_, _> = config.peers.iter().map(|p| (p.pod_cidr, p.node_ip)).collect();
+        TunnelMap::open(&mut datapath)?.sync(&tunnels)?;
+        let links_dir = instance.links_dir();
+        for (program, direction) in [
+            (PROG_FROM_OVERLAY, Direction::Ingress),
+            (PROG_TO_OVERLAY, Direction::Egress),
+        ] {
+            let pin = links::pin_path(&links_dir, program, direction, overlay.index);
+            let how = links::attach_pinned(datapath.program(program)?, program, &overlay_name, direction, &pin)?;
+            tracing::info!(program, device = overlay_name, ?how, "overlay program attached");
+        }
+        if config.trace {
+            datapath::trace::spawn_logger(&mut datapath)?;
+        }
+
+        let ruleset = masquerade::render(&instance.nft_table(), config.pod_cidr, config.cluster_cidr, &overlay_name);
+        masquerade::apply(&instance.nft_table(), &ruleset)?;
+        let conflist = cni_conf::write(&instance.cni_conf_dir(), &cni_conf::render(&config, &instance))?;
+        tracing::info!(path = %conflist.display(), "cni config written");
+
+        let endpoints = EndpointMap::open(&mut datapath)?;
+        let mut service = EndpointService {
+            node_name: config.node_name.clone(),
+            pod_cidr: config.pod_cidr,
+            links_dir,
+            datapath,
+            endpoints,
+            registry: Registry::open(&instance.registry_path())?,
+            netlink,
+        };
+        service.readopt().await?;
+        Ok(Node {
+            config,
+            instance,
+            service: Arc::new(Mutex::new(service)),
+        })
+    }
+
+    /// Serves the endpoint API until SIGINT/SIGTERM. Programs and maps stay pinned on exit:
+    /// pods keep their connectivity while the agent is away.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let listener = endpoint_api::bind(&self.instance.socket_path())?;
+        tracing::info!(
+            node = self.config.node_name,
+            socket = %self.instance.socket_path().display(),
+            "agent ready"
+        );
+        let server = tokio::spawn(endpoint_api::serve(listener, self.service.clone()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        server.abort();
+        tracing::info!("agent stopping; datapath stays attached");
+        Ok(())
+    }
+}
+
+/// Forwards aya-log records from the programs into tracing (via the `log` bridge).
+fn spawn_ebpf_logger(datapath: &mut Datapath) {
+    let Some(logger) = datapath.logger() else {
+        tracing::warn!("eBPF object has no aya-log buffer; program logs are off");
+        return;
+    };
+    // SAFETY: the logger owns its ring buffer fd, open until the AsyncFd drops the logger.
+    let mut fd = match unsafe { tokio::io::unix::AsyncFd::register(logger) } {
+        Ok(fd) => fd,
+        Err(err) => {
+            tracing::warn!(%err, "cannot poll the aya-log buffer; program logs are off");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+/// Removes everything an instance created: pinned links and maps (detaching the programs),
+/// the overlay device, the nft table and the state directory.
+pub async fn purge(instance: &Instance) -> anyhow::Result<()> {
+    datapath::loader::unpin_all(instance.bpf_dir())?;
+    let netlink = Netlink::connect()?;
+    netlink.delete_link(&instance.overlay_device()).await?;
+    if let Err(err) = masquerade::remove(&instance.nft_table()) {
+        tracing::warn!(%err, "removing nft table");
+    }
+    match std::fs::remove_dir_all(instance.state_dir()) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Traffic leaving a pod: deliver locally with redirect_peer, tunnel to the owning node,
+//! or hand to the kernel (node-bound, or leaving the cluster to be masqueraded).
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_redirect_peer,
+    programs::TcContext,
+};
+use aya_log_ebpf::warn;
+use kaya_ebpf_common::{endpoint::EndpointInfo, metrics::Reason, trace::POINT_FROM_POD};
+
+use crate::{
+    maps::endpoint,
+    observe::{Decision, record},
+    overlay,
+    packet::{self, Parsed},
+};
+
+pub fn from_pod(ctx: &TcContext) -> i32 {
+    let ip = match packet::parse(ctx) {
+        Parsed::Ipv4(ip) => ip,
+        Parsed::NotIpv4 => {
+            return record(ctx, POINT_FROM_POD, Reason::NotIpv4, Decision::default(), TC_ACT_OK as i32);
+        }
+        Parsed::Malformed => {
+            return record(ctx, POINT_FROM_POD, Reason::DropMalformed, Decision::default(), TC_ACT_SHOT as i32);
+        }
+    };
+    let mut decision = Decision {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        protocol: ip.protocol,
+        ..Decision::default()
+    };
+    // SAFETY: the context pointer is valid for the whole program run.
+    let ingress = unsafe { (*ctx.skb.skb).ifindex };
+    // Only the pod plugged into this veth may use its address.
+    let source = match endpoint(ip.saddr) {
+        Some(source) if source.ifindex == ingress => source,
+        _ => {
+            return record(ctx, POINT_FROM_POD, Reason::DropSpoofedSource, decision, TC_ACT_SHOT as i32);
+        }
+    };
+    if let Some(target) = endpoint(ip.daddr) {
+        decision.ifindex_out = target.ifindex;
+        let verdict = deliver_local(ctx, &target);
+        let reason = if verdict == TC_ACT_SHOT as i32 { Reason::DropHelperFailed } else { Reason::LocalDelivery };
+        return record(ctx, POINT_FROM_POD, reason, decision, verdict);
+    }
+    match overlay::encapsulate(ctx, ip.daddr, source.identity, &mut decision) {
+        Some(verdict) => {
+            let reason = if verdict == TC_ACT_SHOT as i32 { Reason::DropHelperFailed } else { Reason::TunnelEncap };
+            record(ctx, POINT_FROM_POD, reason, decision, verdict)
+        }
+        None => record(ctx, POINT_FROM_POD, Reason::ToStack, decision, TC_ACT_OK as i32),
+    }
+}
+
+/// Rewrites the Ethernet header for the target pod and switches the packet straight into
+/// its network namespace, skipping the host's routing and the veth's backlog queue.
+#[inline(always)]
+pub fn deliver_local(ctx: &TcContext, target: &EndpointInfo) -> i32 {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&target.pod_mac);
+    macs[6..].copy_from_slice(&target.host_mac);
+    if ctx.store(0, &macs, 0).is_err() {
+        warn!(ctx, "kaya: rewriting ethernet header failed");
+        return TC_ACT_SHOT as i32;
+    }
+    // SAFETY: plain helper call; it only records the target for after the program returns.
+    unsafe { bpf_redirect_peer(target.ifindex, 0) as i32 }
+}

@@ -1,0 +1,42 @@
+//! Map definitions; names and value layouts come from kaya-ebpf-common.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+use kaya_ebpf_common::{
+    config::DatapathConfig,
+    endpoint::{ENDPOINTS_MAX, EndpointInfo, EndpointKey},
+    metrics::{Counter, METRICS_MAX},
+    trace::EVENTS_BYTES,
+    tunnel::{TUNNELS_MAX, TunnelEndpoint},
+};
+
+#[map(name = "KY_CONFIG_V1")]
+pub static CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
+
+#[map(name = "KY_ENDPOINTS_V1")]
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+/// BPF_F_NO_PREALLOC is mandatory for LPM tries.
+#[map(name = "KY_TUNNELS_V1")]
+pub static TUNNELS: LpmTrie<u32, TunnelEndpoint> = LpmTrie::pinned(TUNNELS_MAX, 1);
+
+#[map(name = "KY_METRICS_V1")]
+pub static METRICS: PerCpuArray<Counter> = PerCpuArray::pinned(METRICS_MAX, 0);
+
+#[map(name = "KY_EVENTS_V1")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+#[inline(always)]
+pub fn config() -> DatapathConfig {
+    match CONFIG.get(0) {
+        Some(config) => *config,
+        None => DatapathConfig::default(),
+    }
+}
+
+#[inline(always)]
+pub fn endpoint(ip_be: u32) -> Option<EndpointInfo> {
+    // SAFETY: the value is copied out before the map can change it under us.
+    unsafe { ENDPOINTS.get(&EndpointKey { ip: ip_be }).copied() }
+}

@@ -1,0 +1,9 @@
+//! Test harnesses that need root: running eBPF programs on crafted packets, executing CNI
+//! plugins the way a container runtime does, and simulated multi-node clusters.
+//!
+//! Every harness names what it creates with a unique per-test prefix and removes it on drop,
+//! so tests can run at the same time and leave nothing behind.
+
+pub mod binaries;
+pub mod cni_exec;
+pub mod netns;
