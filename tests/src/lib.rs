@@ -6,4 +6,5 @@
 
 pub mod binaries;
 pub mod cni_exec;
+pub mod datapath;
 pub mod netns;
