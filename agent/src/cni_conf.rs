@@ -41,8 +41,11 @@ pub fn write(dir: &Path, conflist: &serde_json::Value) -> Result<PathBuf, CniCon
     };
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(conflist).expect("json value serializes"))
-        .map_err(err)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(conflist).expect("json value serializes"),
+    )
+    .map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)?;
     Ok(path)
 }

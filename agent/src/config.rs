@@ -7,9 +7,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -114,7 +120,10 @@ impl AgentConfig {
             ));
         }
         if self.pod_cidr.prefix_len() > 29 {
-            return invalid(format!("podCIDR {} is too small (at most /29)", self.pod_cidr));
+            return invalid(format!(
+                "podCIDR {} is too small (at most /29)",
+                self.pod_cidr
+            ));
         }
         if self.underlay_mtu < 576 + kaya_ebpf_common::tunnel::VXLAN_OVERHEAD {
             return invalid(format!("underlayMtu {} is too small", self.underlay_mtu));
@@ -178,15 +187,15 @@ peers:
 
     #[test]
     fn rejects_long_instance_names() {
-        let err = AgentConfig::from_yaml(&GOOD.replace("instance: n1", "instance: toolong"))
-            .unwrap_err();
+        let err =
+            AgentConfig::from_yaml(&GOOD.replace("instance: n1", "instance: toolong")).unwrap_err();
         assert!(err.to_string().contains("instance"), "{err}");
     }
 
     #[test]
     fn rejects_overlapping_peer_cidr() {
-        let err = AgentConfig::from_yaml(&GOOD.replace("10.244.2.0/24", "10.244.1.0/25"))
-            .unwrap_err();
+        let err =
+            AgentConfig::from_yaml(&GOOD.replace("10.244.2.0/24", "10.244.1.0/25")).unwrap_err();
         assert!(err.to_string().contains("overlaps"), "{err}");
     }
 

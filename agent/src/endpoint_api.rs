@@ -53,7 +53,10 @@ pub async fn serve(listener: UnixListener, service: Arc<Mutex<EndpointService>>)
     }
 }
 
-async fn handle_connection(stream: UnixStream, service: Arc<Mutex<EndpointService>>) -> std::io::Result<()> {
+async fn handle_connection(
+    stream: UnixStream,
+    service: Arc<Mutex<EndpointService>>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1)).lines();
     while let Some(line) = lines.next_line().await? {

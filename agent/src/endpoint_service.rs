@@ -131,7 +131,12 @@ impl EndpointService {
                 endpoint_id,
             },
         )?;
-        let pin = links::pin_path(&self.links_dir, PROG_FROM_POD, Direction::Ingress, link.index);
+        let pin = links::pin_path(
+            &self.links_dir,
+            PROG_FROM_POD,
+            Direction::Ingress,
+            link.index,
+        );
         let program = self.datapath.program(PROG_FROM_POD)?;
         let how = links::attach_pinned(program, PROG_FROM_POD, &ifname, Direction::Ingress, &pin)?;
         tracing::info!(endpoint_id, ip = %parsed.ip, ifname, ?how, "endpoint programmed");
@@ -143,34 +148,60 @@ impl EndpointService {
             return Ok(());
         };
         self.forget(&gone.spec, gone.ifindex)?;
-        tracing::info!(container_id = attachment.container_id, ifname = attachment.ifname, "endpoint removed");
+        tracing::info!(
+            container_id = attachment.container_id,
+            ifname = attachment.ifname,
+            "endpoint removed"
+        );
         Ok(())
     }
 
     /// Removes the map entry (unless the IP now belongs to another interface) and the link.
     fn forget(&mut self, spec: &EndpointSpec, ifindex: u32) -> Result<(), EndpointError> {
         if let Ok(ip) = spec.ip.parse::<Ipv4Addr>()
-            && self.endpoints.get(ip).is_some_and(|info| info.ifindex == ifindex)
+            && self
+                .endpoints
+                .get(ip)
+                .is_some_and(|info| info.ifindex == ifindex)
         {
             self.endpoints.remove(ip)?;
         }
-        links::remove_pin(&links::pin_path(&self.links_dir, PROG_FROM_POD, Direction::Ingress, ifindex))?;
+        links::remove_pin(&links::pin_path(
+            &self.links_dir,
+            PROG_FROM_POD,
+            Direction::Ingress,
+            ifindex,
+        ))?;
         Ok(())
     }
 
     pub fn check(&self, attachment: &Attachment) -> Result<(), EndpointError> {
-        let not_registered =
-            || EndpointError::NotRegistered(attachment.container_id.clone(), attachment.ifname.clone());
+        let not_registered = || {
+            EndpointError::NotRegistered(attachment.container_id.clone(), attachment.ifname.clone())
+        };
         let registered = self.registry.get(attachment).ok_or_else(not_registered)?;
         let not_programmed = |what| {
-            EndpointError::NotProgrammed(attachment.container_id.clone(), attachment.ifname.clone(), what)
+            EndpointError::NotProgrammed(
+                attachment.container_id.clone(),
+                attachment.ifname.clone(),
+                what,
+            )
         };
-        let ip: Ipv4Addr = registered.spec.ip.parse().map_err(|_| not_programmed("bad ip"))?;
+        let ip: Ipv4Addr = registered
+            .spec
+            .ip
+            .parse()
+            .map_err(|_| not_programmed("bad ip"))?;
         match self.endpoints.get(ip) {
             Some(info) if info.ifindex == registered.ifindex => {}
             _ => return Err(not_programmed("no endpoint map entry")),
         }
-        let pin = links::pin_path(&self.links_dir, PROG_FROM_POD, Direction::Ingress, registered.ifindex);
+        let pin = links::pin_path(
+            &self.links_dir,
+            PROG_FROM_POD,
+            Direction::Ingress,
+            registered.ifindex,
+        );
         if !pin.exists() {
             return Err(not_programmed("from_pod is not attached"));
         }
@@ -208,7 +239,10 @@ impl EndpointService {
                     self.add(registered.spec).await?;
                 }
                 None => {
-                    tracing::info!(host_ifname = registered.spec.host_ifname, "pod interface gone while agent was down");
+                    tracing::info!(
+                        host_ifname = registered.spec.host_ifname,
+                        "pod interface gone while agent was down"
+                    );
                     self.registry.remove(&registered.spec.attachment)?;
                     self.forget(&registered.spec, registered.ifindex)?;
                 }
@@ -240,7 +274,10 @@ mod tests {
 
     #[test]
     fn parses_macs_strictly() {
-        assert_eq!(parse_mac("02:42:ac:11:00:02"), Some([2, 0x42, 0xac, 0x11, 0, 2]));
+        assert_eq!(
+            parse_mac("02:42:ac:11:00:02"),
+            Some([2, 0x42, 0xac, 0x11, 0, 2])
+        );
         assert_eq!(parse_mac("02:42:ac:11:00"), None);
         assert_eq!(parse_mac("02:42:ac:11:00:02:03"), None);
         assert_eq!(parse_mac("2:42:ac:11:00:02"), None);
@@ -260,7 +297,10 @@ mod tests {
             netns: "/var/run/netns/p".into(),
         };
         let cidr: Ipv4Net = "10.244.1.0/24".parse().unwrap();
-        assert!(matches!(parse(&spec, cidr), Err(EndpointError::OutsidePodCidr { .. })));
+        assert!(matches!(
+            parse(&spec, cidr),
+            Err(EndpointError::OutsidePodCidr { .. })
+        ));
         spec.ip = "10.244.1.300".into();
         let err = parse(&spec, cidr).err().unwrap();
         assert!(err.to_string().contains("invalid ip"), "{err}");

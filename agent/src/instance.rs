@@ -62,6 +62,9 @@ mod tests {
         assert!(instance.overlay_device().len() <= 15);
         assert!(instance.host_veth_prefix().len() + 8 <= 15);
         assert_eq!(instance.bpf_dir(), Path::new("/sys/fs/bpf/kaya/abcde"));
-        assert_eq!(instance.socket_path(), Path::new("/run/kaya/abcde/agent.sock"));
+        assert_eq!(
+            instance.socket_path(),
+            Path::new("/run/kaya/abcde/agent.sock")
+        );
     }
 }

@@ -9,7 +9,11 @@ use kaya_agent::{
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "kaya-agent", version, about = "kaya node agent and eBPF dataplane")]
+#[command(
+    name = "kaya-agent",
+    version,
+    about = "kaya node agent and eBPF dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,8 +70,12 @@ fn parse_peer(text: &str) -> anyhow::Result<Peer> {
     };
     Ok(Peer {
         name: name.to_owned(),
-        node_ip: ip.parse().with_context(|| format!("peer {name}: node ip {ip:?}"))?,
-        pod_cidr: cidr.parse().with_context(|| format!("peer {name}: pod cidr {cidr:?}"))?,
+        node_ip: ip
+            .parse()
+            .with_context(|| format!("peer {name}: node ip {ip:?}"))?,
+        pod_cidr: cidr
+            .parse()
+            .with_context(|| format!("peer {name}: pod cidr {cidr:?}"))?,
     })
 }
 
@@ -77,11 +85,21 @@ fn config_from(args: RunArgs) -> anyhow::Result<AgentConfig> {
     }
     let config = AgentConfig {
         instance: args.instance,
-        node_name: args.node_name.context("--node-name is required without --config")?,
-        node_ip: args.node_ip.context("--node-ip is required without --config")?,
-        pod_cidr: args.pod_cidr.context("--pod-cidr is required without --config")?,
+        node_name: args
+            .node_name
+            .context("--node-name is required without --config")?,
+        node_ip: args
+            .node_ip
+            .context("--node-ip is required without --config")?,
+        pod_cidr: args
+            .pod_cidr
+            .context("--pod-cidr is required without --config")?,
         cluster_cidr: args.cluster_cidr,
-        peers: args.peers.iter().map(|p| parse_peer(p)).collect::<anyhow::Result<_>>()?,
+        peers: args
+            .peers
+            .iter()
+            .map(|p| parse_peer(p))
+            .collect::<anyhow::Result<_>>()?,
         underlay_mtu: args.underlay_mtu,
         state_root: args.state_root,
         bpffs: args.bpffs,

@@ -14,7 +14,12 @@ pub enum MasqueradeError {
 
 /// One nft transaction that (re)creates the table: declaring it first makes the delete
 /// succeed on a first run, so the swap is atomic and idempotent.
-pub fn render(table: &str, pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, overlay_device: &str) -> String {
+pub fn render(
+    table: &str,
+    pod_cidr: Ipv4Net,
+    cluster_cidr: Ipv4Net,
+    overlay_device: &str,
+) -> String {
     format!(
         "table ip {table} {{}}\n\
          delete table ip {table}\n\
@@ -32,7 +37,10 @@ pub fn apply(table: &str, ruleset: &str) -> Result<(), MasqueradeError> {
 }
 
 pub fn remove(table: &str) -> Result<(), MasqueradeError> {
-    run_nft(table, &format!("table ip {table} {{}}\ndelete table ip {table}\n"))
+    run_nft(
+        table,
+        &format!("table ip {table} {{}}\ndelete table ip {table}\n"),
+    )
 }
 
 fn run_nft(table: &str, input: &str) -> Result<(), MasqueradeError> {
@@ -44,7 +52,9 @@ fn run_nft(table: &str, input: &str) -> Result<(), MasqueradeError> {
         .spawn()
         .map_err(MasqueradeError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).map_err(MasqueradeError::Spawn)?;
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(MasqueradeError::Spawn)?;
     }
     let output = child.wait_with_output().map_err(MasqueradeError::Spawn)?;
     if output.status.success() {

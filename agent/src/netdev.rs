@@ -52,7 +52,12 @@ impl Netlink {
     }
 
     pub async fn link(&self, name: &str) -> Result<Option<LinkSummary>, NetdevError> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match links.try_next().await {
             Ok(Some(message)) => Ok(Some(summarize(&message))),
             Ok(None) => Ok(None),
@@ -68,7 +73,12 @@ impl Netlink {
 
     /// Creates the overlay device if missing (collect_md, no learning, no ARP: the datapath
     /// sets every tunnel key) and brings it up with `mtu`.
-    pub async fn ensure_overlay(&self, name: &str, mtu: u32, port: u16) -> Result<LinkSummary, NetdevError> {
+    pub async fn ensure_overlay(
+        &self,
+        name: &str,
+        mtu: u32,
+        port: u16,
+    ) -> Result<LinkSummary, NetdevError> {
         let err = |op| {
             move |source| NetdevError::Netlink {
                 op,
@@ -78,7 +88,9 @@ impl Netlink {
         };
         match self.link(name).await? {
             Some(link) if !link.is_vxlan => {
-                return Err(NetdevError::WrongKind { name: name.to_owned() });
+                return Err(NetdevError::WrongKind {
+                    name: name.to_owned(),
+                });
             }
             Some(_) => {}
             None => {
@@ -89,16 +101,28 @@ impl Netlink {
                     .arp(false)
                     .mtu(mtu)
                     .build();
-                self.handle.link().add(message).execute().await.map_err(err("add vxlan"))?;
+                self.handle
+                    .link()
+                    .add(message)
+                    .execute()
+                    .await
+                    .map_err(err("add vxlan"))?;
             }
         }
-        let link = self.link(name).await?.ok_or(NetdevError::WrongKind { name: name.to_owned() })?;
+        let link = self.link(name).await?.ok_or(NetdevError::WrongKind {
+            name: name.to_owned(),
+        })?;
         let message = LinkUnspec::new_with_index(link.index)
             .mtu(mtu)
             .arp(false)
             .up()
             .build();
-        self.handle.link().set(message).execute().await.map_err(err("set up"))?;
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(err("set up"))?;
         Ok(link)
     }
 
@@ -127,14 +151,20 @@ impl Netlink {
             .get()
             .set_link_index_filter(index)
             .execute();
-        while let Some(message) = existing.try_next().await.map_err(|source| NetdevError::Netlink {
-            op: "list addresses",
-            target: format!("ifindex {index}"),
-            source,
-        })? {
-            let present = message.attributes.iter().any(|attr| {
-                matches!(attr, AddressAttribute::Address(IpAddr::V4(a)) if *a == addr)
-            });
+        while let Some(message) =
+            existing
+                .try_next()
+                .await
+                .map_err(|source| NetdevError::Netlink {
+                    op: "list addresses",
+                    target: format!("ifindex {index}"),
+                    source,
+                })?
+        {
+            let present = message
+                .attributes
+                .iter()
+                .any(|attr| matches!(attr, AddressAttribute::Address(IpAddr::V4(a)) if *a == addr));
             if present {
                 return Ok(());
             }
@@ -159,15 +189,22 @@ impl Netlink {
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute();
         let mut owned = BTreeSet::new();
-        while let Some(route) = routes.try_next().await.map_err(|source| NetdevError::Netlink {
-            op: "list routes",
-            target: format!("ifindex {index}"),
-            source,
-        })? {
+        while let Some(route) = routes
+            .try_next()
+            .await
+            .map_err(|source| NetdevError::Netlink {
+                op: "list routes",
+                target: format!("ifindex {index}"),
+                source,
+            })?
+        {
             if route.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
                 continue;
             }
-            let oif = route.attributes.iter().any(|attr| matches!(attr, RouteAttribute::Oif(i) if *i == index));
+            let oif = route
+                .attributes
+                .iter()
+                .any(|attr| matches!(attr, RouteAttribute::Oif(i) if *i == index));
             let destination = route.attributes.iter().find_map(|attr| match attr {
                 RouteAttribute::Destination(RouteAddress::Inet(dst)) => Some(*dst),
                 _ => None,
@@ -182,7 +219,12 @@ impl Netlink {
     }
 
     /// Installs (or replaces) `cidr dev <index> src <source>`, scope link.
-    pub async fn replace_route(&self, cidr: Ipv4Net, index: u32, source: Ipv4Addr) -> Result<(), NetdevError> {
+    pub async fn replace_route(
+        &self,
+        cidr: Ipv4Net,
+        index: u32,
+        source: Ipv4Addr,
+    ) -> Result<(), NetdevError> {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(cidr.network(), cidr.prefix_len())
             .output_interface(index)

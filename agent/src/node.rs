@@ -38,12 +38,16 @@ impl Node {
         for (key, value) in sysctl::node_settings(&overlay_name) {
             sysctl::write(Path::new("/proc/sys"), &key, value)?;
         }
-        netlink.ensure_address(overlay.index, config.gateway()).await?;
+        netlink
+            .ensure_address(overlay.index, config.gateway())
+            .await?;
         let wanted: BTreeSet<_> = config.peers.iter().map(|p| p.pod_cidr).collect();
         let present = netlink.owned_routes(overlay.index).await?;
         let (add, remove) = netdev::route_changes(&present, &wanted);
         for cidr in add {
-            netlink.replace_route(cidr, overlay.index, config.gateway()).await?;
+            netlink
+                .replace_route(cidr, overlay.index, config.gateway())
+                .await?;
         }
         for cidr in remove {
             netlink.delete_route(cidr, overlay.index).await?;
@@ -57,7 +61,11 @@ impl Node {
             config.node_ip,
             config.trace,
         ))?;
-        let tunnels: BTreeMap<_, _> = config.peers.iter().map(|p| (p.pod_cidr, p.node_ip)).collect();
+        let tunnels: BTreeMap<_, _> = config
+            .peers
+            .iter()
+            .map(|p| (p.pod_cidr, p.node_ip))
+            .collect();
         TunnelMap::open(&mut datapath)?.sync(&tunnels)?;
         let links_dir = instance.links_dir();
         for (program, direction) in [
@@ -65,16 +73,35 @@ impl Node {
             (PROG_TO_OVERLAY, Direction::Egress),
         ] {
             let pin = links::pin_path(&links_dir, program, direction, overlay.index);
-            let how = links::attach_pinned(datapath.program(program)?, program, &overlay_name, direction, &pin)?;
-            tracing::info!(program, device = overlay_name, ?how, "overlay program attached");
+            let how = links::attach_pinned(
+                datapath.program(program)?,
+                program,
+                &overlay_name,
+                direction,
+                &pin,
+            )?;
+            tracing::info!(
+                program,
+                device = overlay_name,
+                ?how,
+                "overlay program attached"
+            );
         }
         if config.trace {
             datapath::trace::spawn_logger(&mut datapath)?;
         }
 
-        let ruleset = masquerade::render(&instance.nft_table(), config.pod_cidr, config.cluster_cidr, &overlay_name);
+        let ruleset = masquerade::render(
+            &instance.nft_table(),
+            config.pod_cidr,
+            config.cluster_cidr,
+            &overlay_name,
+        );
         masquerade::apply(&instance.nft_table(), &ruleset)?;
-        let conflist = cni_conf::write(&instance.cni_conf_dir(), &cni_conf::render(&config, &instance))?;
+        let conflist = cni_conf::write(
+            &instance.cni_conf_dir(),
+            &cni_conf::render(&config, &instance),
+        )?;
         tracing::info!(path = %conflist.display(), "cni config written");
 
         let endpoints = EndpointMap::open(&mut datapath)?;

@@ -34,7 +34,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("net/ipv4")).unwrap();
         write(dir.path(), "net/ipv4/ip_forward", "1").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("net/ipv4/ip_forward")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("net/ipv4/ip_forward")).unwrap(),
+            "1"
+        );
         let err = write(dir.path(), "net/missing/x", "1").unwrap_err();
         assert!(err.to_string().contains("net/missing/x"), "{err}");
     }
@@ -42,6 +45,10 @@ mod tests {
     #[test]
     fn overlay_device_gets_its_own_settings() {
         let settings = node_settings("kyvxn1");
-        assert!(settings.iter().any(|(k, v)| k == "net/ipv4/conf/kyvxn1/rp_filter" && *v == "0"));
+        assert!(
+            settings
+                .iter()
+                .any(|(k, v)| k == "net/ipv4/conf/kyvxn1/rp_filter" && *v == "0")
+        );
     }
 }

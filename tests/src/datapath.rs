@@ -54,7 +54,11 @@ impl TestDatapath {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let mut datapath = Datapath::load(&pin_dir)?;
-        SettingsMap::open(&mut datapath)?.write(settings::render(overlay_ifindex, node_ip, true))?;
+        SettingsMap::open(&mut datapath)?.write(settings::render(
+            overlay_ifindex,
+            node_ip,
+            true,
+        ))?;
         let endpoints = EndpointMap::open(&mut datapath)?;
         let tunnels = TunnelMap::open(&mut datapath)?;
         let events = RingBuf::try_from(Map::RingBuf(datapath.take_map(EVENTS_MAP)?))?;
@@ -68,7 +72,9 @@ impl TestDatapath {
     }
 
     pub fn add_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) {
-        self.endpoints.upsert(ip, info).expect("endpoint map insert");
+        self.endpoints
+            .upsert(ip, info)
+            .expect("endpoint map insert");
     }
 
     pub fn set_tunnels(&mut self, tunnels: &[(Ipv4Net, Ipv4Addr)]) {
@@ -77,7 +83,12 @@ impl TestDatapath {
     }
 
     /// Runs `program` once on `packet` as if it arrived on `ifindex`.
-    pub fn run(&mut self, program: &'static str, packet: &[u8], ifindex: u32) -> anyhow::Result<Outcome> {
+    pub fn run(
+        &mut self,
+        program: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> anyhow::Result<Outcome> {
         let mut ctx = [0u8; SKB_CTX_LEN];
         ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; packet.len() + 256];

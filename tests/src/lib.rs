@@ -5,6 +5,9 @@
 //! so tests can run at the same time and leave nothing behind.
 
 pub mod binaries;
+pub mod capture;
+pub mod cluster;
 pub mod cni_exec;
 pub mod datapath;
 pub mod netns;
+pub mod probe;

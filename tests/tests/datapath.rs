@@ -1,6 +1,6 @@
 //! Datapath packet tests: every forwarding decision of from_pod, from_overlay and to_overlay
 //! on packets built with etherparse, checked by verdict, output bytes, trace event and counter.
-use etherparse::{Ethernet2Header, EtherType, IpFragOffset, IpNumber, Ipv4Header, PacketBuilder};
+use etherparse::{EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header, PacketBuilder};
 use kaya_agent::datapath::{PROG_FROM_OVERLAY, PROG_FROM_POD, PROG_TO_OVERLAY};
 use kaya_ebpf_common::{
     endpoint::EndpointInfo,
@@ -8,7 +8,9 @@ use kaya_ebpf_common::{
     metrics::Reason,
     trace::{POINT_FROM_OVERLAY, POINT_FROM_POD, POINT_TO_OVERLAY},
 };
-use kaya_tests::datapath::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX, TestDatapath};
+use kaya_tests::datapath::{
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX, TestDatapath,
+};
 use std::net::Ipv4Addr;
 
 const OVERLAY_IFINDEX: u32 = 99;
@@ -87,8 +89,14 @@ fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
 
 /// An IPv4 fragment (no L4 header when `offset_units` > 0).
 fn fragment(dst: Ipv4Addr, offset_units: u16, more: bool, payload: &[u8]) -> Vec<u8> {
-    let mut ip = Ipv4Header::new(payload.len() as u16, 64, IpNumber::UDP, POD_A.octets(), dst.octets())
-        .unwrap();
+    let mut ip = Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        IpNumber::UDP,
+        POD_A.octets(),
+        dst.octets(),
+    )
+    .unwrap();
     ip.more_fragments = more;
     ip.fragment_offset = IpFragOffset::try_new(offset_units).unwrap();
     ip.header_checksum = ip.calc_header_checksum();
@@ -105,7 +113,12 @@ fn fragment(dst: Ipv4Addr, offset_units: u16, more: bool, payload: &[u8]) -> Vec
 }
 
 fn single_event(outcome: &kaya_tests::datapath::Outcome) -> kaya_ebpf_common::trace::TraceEvent {
-    assert_eq!(outcome.events.len(), 1, "one trace event per decision: {:?}", outcome.events);
+    assert_eq!(
+        outcome.events.len(),
+        1,
+        "one trace event per decision: {:?}",
+        outcome.events
+    );
     outcome.events[0]
 }
 
@@ -115,8 +128,16 @@ fn local_delivery_redirects_to_peer_with_rewritten_macs() {
     let packet = tcp(POD_A, POD_B);
     let out = dp.run(PROG_FROM_POD, &packet, TEST_RUN_IFINDEX).unwrap();
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
-    assert_eq!(&out.packet[0..6], &POD_B_MAC, "destination MAC is pod B's eth0");
-    assert_eq!(&out.packet[6..12], &HOST_B_MAC, "source MAC is pod B's gateway");
+    assert_eq!(
+        &out.packet[0..6],
+        &POD_B_MAC,
+        "destination MAC is pod B's eth0"
+    );
+    assert_eq!(
+        &out.packet[6..12],
+        &HOST_B_MAC,
+        "source MAC is pod B's gateway"
+    );
     assert_eq!(&out.packet[12..], &packet[12..], "L3 and above untouched");
     let event = single_event(&out);
     assert_eq!(event.reason, Reason::LocalDelivery as u32);
@@ -131,12 +152,22 @@ fn remote_pod_gets_tunnel_key_and_overlay_redirect() {
     let packet = tcp(POD_A, REMOTE_POD);
     let out = dp.run(PROG_FROM_POD, &packet, TEST_RUN_IFINDEX).unwrap();
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
-    assert_eq!(out.packet, packet, "encapsulation is the VXLAN device's job");
+    assert_eq!(
+        out.packet, packet,
+        "encapsulation is the VXLAN device's job"
+    );
     let event = single_event(&out);
     assert_eq!(event.reason, Reason::TunnelEncap as u32);
-    assert_eq!(event.tunnel_remote, ip_be(REMOTE_NODE_IP), "tunnel key targets the owning node");
+    assert_eq!(
+        event.tunnel_remote,
+        ip_be(REMOTE_NODE_IP),
+        "tunnel key targets the owning node"
+    );
     assert_eq!(event.vni, IDENTITY_A, "the VNI carries the source identity");
-    assert_eq!(event.ifindex_out, OVERLAY_IFINDEX, "redirected to the VXLAN device");
+    assert_eq!(
+        event.ifindex_out, OVERLAY_IFINDEX,
+        "redirected to the VXLAN device"
+    );
     assert_eq!(dp.counter("tunnel_encap"), 1);
 }
 
@@ -185,7 +216,9 @@ fn truncated_ipv4_header_is_dropped() {
     assert_eq!(single_event(&out).reason, Reason::DropMalformed as u32);
     // A complete header whose packet is cut short of its payload.
     let packet = tcp(POD_A, POD_B);
-    let out = dp.run(PROG_FROM_POD, &packet[..packet.len() - 4], TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_POD, &packet[..packet.len() - 4], TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_SHOT);
     assert_eq!(dp.counter("drop_malformed"), 2);
 }
@@ -240,10 +273,18 @@ fn fragments_are_forwarded_without_reading_l4() {
 #[test]
 fn icmp_is_delivered_locally_and_across_the_overlay() {
     let mut dp = node();
-    let out = dp.run(PROG_FROM_POD, &icmp_echo(POD_A, POD_B), TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_POD, &icmp_echo(POD_A, POD_B), TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
     assert_eq!(single_event(&out).protocol, 1);
-    let out = dp.run(PROG_FROM_POD, &icmp_echo(POD_A, REMOTE_POD), TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(
+            PROG_FROM_POD,
+            &icmp_echo(POD_A, REMOTE_POD),
+            TEST_RUN_IFINDEX,
+        )
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
     assert_eq!(single_event(&out).tunnel_remote, ip_be(REMOTE_NODE_IP));
 }
@@ -252,11 +293,15 @@ fn icmp_is_delivered_locally_and_across_the_overlay() {
 fn spoofed_source_is_dropped() {
     let mut dp = node();
     // Pod B's address, but arriving on pod A's interface.
-    let out = dp.run(PROG_FROM_POD, &tcp(POD_B, REMOTE_POD), TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_POD, &tcp(POD_B, REMOTE_POD), TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_SHOT);
     assert_eq!(single_event(&out).reason, Reason::DropSpoofedSource as u32);
     // An address no local pod has.
-    let out = dp.run(PROG_FROM_POD, &tcp(OUTSIDE, POD_B), TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_POD, &tcp(OUTSIDE, POD_B), TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_SHOT);
     assert_eq!(dp.counter("drop_spoofed_source"), 2);
 }
@@ -265,7 +310,9 @@ fn spoofed_source_is_dropped() {
 fn overlay_traffic_is_delivered_to_local_pods() {
     let mut dp = node();
     let packet = tcp(REMOTE_POD, POD_B);
-    let out = dp.run(PROG_FROM_OVERLAY, &packet, TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_OVERLAY, &packet, TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
     assert_eq!(&out.packet[0..6], &POD_B_MAC);
     assert_eq!(&out.packet[6..12], &HOST_B_MAC);
@@ -279,14 +326,19 @@ fn overlay_traffic_is_delivered_to_local_pods() {
 fn overlay_traffic_for_the_node_goes_to_the_stack() {
     let mut dp = node();
     let packet = udp(REMOTE_POD, Ipv4Addr::new(10, 244, 1, 1));
-    let out = dp.run(PROG_FROM_OVERLAY, &packet, TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_OVERLAY, &packet, TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_OK);
     assert_eq!(out.packet, packet);
     assert_eq!(single_event(&out).reason, Reason::OverlayToStack as u32);
     let mut bad = packet.clone();
     bad[14] = 0x43;
     let out = dp.run(PROG_FROM_OVERLAY, &bad, TEST_RUN_IFINDEX).unwrap();
-    assert_eq!(out.verdict, TC_ACT_SHOT, "malformed inner packets are dropped");
+    assert_eq!(
+        out.verdict, TC_ACT_SHOT,
+        "malformed inner packets are dropped"
+    );
 }
 
 #[test]
@@ -301,7 +353,13 @@ fn host_traffic_into_the_overlay_gets_a_tunnel_key() {
     assert_eq!(event.tunnel_remote, ip_be(REMOTE_NODE_IP));
     assert_eq!(event.vni, IDENTITY_REMOTE_NODE);
     // Nothing owns this CIDR: there is no node to send it to.
-    let out = dp.run(PROG_TO_OVERLAY, &tcp(NODE_IP, Ipv4Addr::new(10, 244, 7, 1)), TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(
+            PROG_TO_OVERLAY,
+            &tcp(NODE_IP, Ipv4Addr::new(10, 244, 7, 1)),
+            TEST_RUN_IFINDEX,
+        )
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_SHOT);
     assert_eq!(single_event(&out).reason, Reason::DropNoTunnel as u32);
 }
@@ -310,7 +368,9 @@ fn host_traffic_into_the_overlay_gets_a_tunnel_key() {
 fn removed_endpoint_is_no_longer_delivered_locally() {
     let mut dp = node();
     dp.endpoints.remove(POD_B).unwrap();
-    let out = dp.run(PROG_FROM_POD, &tcp(POD_A, POD_B), TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_POD, &tcp(POD_A, POD_B), TEST_RUN_IFINDEX)
+        .unwrap();
     assert_eq!(out.verdict, TC_ACT_OK);
     assert_eq!(single_event(&out).reason, Reason::ToStack as u32);
     assert_eq!(single_event(&out).point, POINT_FROM_POD);

@@ -60,11 +60,20 @@ pub enum Response {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("agent socket {path} unreachable: {source}")]
-    Unreachable { path: String, source: std::io::Error },
+    Unreachable {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("agent socket {path}: i/o failed: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("agent socket {path}: bad response: {source}")]
-    BadResponse { path: String, source: serde_json::Error },
+    BadResponse {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("agent socket {path}: connection closed without a response")]
     NoResponse { path: String },
 }
@@ -72,18 +81,21 @@ pub enum ClientError {
 impl ClientError {
     /// True when retrying later may succeed (agent down or restarting).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ClientError::Unreachable { .. } | ClientError::NoResponse { .. })
-            || matches!(self, ClientError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut || source.kind() == std::io::ErrorKind::WouldBlock)
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::NoResponse { .. }
+        ) || matches!(self, ClientError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut || source.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
 /// Sends one request and waits at most `timeout` for each of connect, write and read.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
-    let stream = connect_with_timeout(socket, timeout).map_err(|source| ClientError::Unreachable {
-        path: path.clone(),
-        source,
-    })?;
+    let stream =
+        connect_with_timeout(socket, timeout).map_err(|source| ClientError::Unreachable {
+            path: path.clone(),
+            source,
+        })?;
     let io = |source| ClientError::Io {
         path: path.clone(),
         source,

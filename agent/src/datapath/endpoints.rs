@@ -18,12 +18,15 @@ pub fn key(ip: Ipv4Addr) -> EndpointKey {
 impl EndpointMap {
     pub fn open(datapath: &mut Datapath) -> Result<Self, MapAccessError> {
         let data = datapath.take_map(ENDPOINTS_MAP)?;
-        let map = HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err(ENDPOINTS_MAP))?;
+        let map =
+            HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err(ENDPOINTS_MAP))?;
         Ok(EndpointMap { map })
     }
 
     pub fn upsert(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), MapAccessError> {
-        self.map.insert(key(ip), info, 0).map_err(map_err(ENDPOINTS_MAP))
+        self.map
+            .insert(key(ip), info, 0)
+            .map_err(map_err(ENDPOINTS_MAP))
     }
 
     /// Removes an entry; an entry that is already gone is not an error.

@@ -15,12 +15,15 @@ pub enum LinkError {
         program: String,
         ifname: String,
         direction: &'static str,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("pinning link at {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
     #[error("removing pinned link {path}: {source}")]
-    Unpin { path: PathBuf, source: std::io::Error },
+    Unpin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +73,7 @@ pub fn attach_pinned(
         program: program_name.to_owned(),
         ifname: ifname.to_owned(),
         direction: direction.name(),
-        source,
+        source: Box::new(source),
     };
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
         let adopted = SchedClassifierLink::try_from(FdLink::from(pinned))
@@ -90,7 +93,11 @@ pub fn attach_pinned(
         }
     }
     let id = program
-        .attach_with_options(ifname, direction.tc(), TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(
+            ifname,
+            direction.tc(),
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
         .map_err(attach_err)?;
     let link = program.take_link(id).map_err(attach_err)?;
     let fd_link = FdLink::try_from(link).map_err(|err| LinkError::Pin {
@@ -139,8 +146,16 @@ mod tests {
 
     #[test]
     fn pin_paths_name_program_direction_and_ifindex() {
-        let path = pin_path(Path::new("/sys/fs/bpf/kaya/n1/links"), "from_pod", Direction::Ingress, 42);
-        assert_eq!(path, Path::new("/sys/fs/bpf/kaya/n1/links/from_pod-ingress-42"));
+        let path = pin_path(
+            Path::new("/sys/fs/bpf/kaya/n1/links"),
+            "from_pod",
+            Direction::Ingress,
+            42,
+        );
+        assert_eq!(
+            path,
+            Path::new("/sys/fs/bpf/kaya/n1/links/from_pod-ingress-42")
+        );
     }
 
     #[test]

@@ -8,15 +8,18 @@ use super::{EBPF_OBJECT, MapAccessError};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("creating bpffs directory {path}: {source}")]
-    PinDir { path: PathBuf, source: std::io::Error },
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)")]
     NotBpffs { path: PathBuf },
     #[error("loading the eBPF object: {0}")]
-    Object(#[from] aya::EbpfError),
+    Object(#[from] Box<aya::EbpfError>),
     #[error("program {name}: {source}")]
     Program {
         name: &'static str,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("program {name} is missing from the eBPF object or is not a tc classifier")]
     MissingProgram { name: &'static str },
@@ -43,14 +46,15 @@ impl Datapath {
             path: pin_dir.to_owned(),
             source: errno.into(),
         })?;
-        if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        if stat.filesystem_type().0 != BPF_FS_MAGIC {
             return Err(LoadError::NotBpffs {
                 path: pin_dir.to_owned(),
             });
         }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
-            .load(EBPF_OBJECT)?;
+            .load(EBPF_OBJECT)
+            .map_err(Box::new)?;
         for name in [
             super::PROG_FROM_POD,
             super::PROG_FROM_OVERLAY,
@@ -58,7 +62,10 @@ impl Datapath {
         ] {
             classifier(&mut ebpf, name)?
                 .load()
-                .map_err(|source| LoadError::Program { name, source })?;
+                .map_err(|source| LoadError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
         }
         Ok(Datapath {
             ebpf,
@@ -119,7 +126,7 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), LoadError> {
         source,
     })?;
     let is_bpffs = nix::sys::statfs::statfs(path)
-        .map(|stat| stat.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|stat| stat.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false);
     if is_bpffs {
         return Ok(());

@@ -26,7 +26,9 @@ impl SettingsMap {
     }
 
     pub fn write(&mut self, config: DatapathConfig) -> Result<(), MapAccessError> {
-        self.map.set(CONFIG_KEY, config, 0).map_err(map_err(CONFIG_MAP))
+        self.map
+            .set(CONFIG_KEY, config, 0)
+            .map_err(map_err(CONFIG_MAP))
     }
 
     pub fn read(&self) -> Result<DatapathConfig, MapAccessError> {

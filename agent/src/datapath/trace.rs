@@ -13,12 +13,11 @@ pub fn spawn_logger(datapath: &mut Datapath) -> Result<(), MapAccessError> {
     let data = datapath.take_map(EVENTS_MAP)?;
     let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(map_err(EVENTS_MAP))?;
     // SAFETY: the ring buffer owns its fd, which stays open until the AsyncFd drops it.
-    let mut fd = unsafe { tokio::io::unix::AsyncFd::register(ring) }.map_err(|err| {
-        MapAccessError::Map {
+    let mut fd =
+        unsafe { tokio::io::unix::AsyncFd::register(ring) }.map_err(|err| MapAccessError::Map {
             map: EVENTS_MAP,
             source: aya::maps::MapError::IoError(err.into()),
-        }
-    })?;
+        })?;
     tokio::spawn(async move {
         loop {
             let Ok(mut guard) = fd.readable_mut().await else {

@@ -1,5 +1,8 @@
 //! KY_TUNNELS: remote pod CIDR (LPM) → underlay IP of the node that owns it.
-use aya::maps::{MapData, lpm_trie::{Key, LpmTrie}};
+use aya::maps::{
+    MapData,
+    lpm_trie::{Key, LpmTrie},
+};
 use ipnet::Ipv4Net;
 use kaya_ebpf_common::tunnel::{TUNNELS_MAP, TunnelEndpoint};
 use std::collections::BTreeMap;
@@ -12,7 +15,10 @@ pub struct TunnelMap {
 }
 
 fn key(cidr: Ipv4Net) -> Key<u32> {
-    Key::new(u32::from(cidr.prefix_len()), u32::from_ne_bytes(cidr.network().octets()))
+    Key::new(
+        u32::from(cidr.prefix_len()),
+        u32::from_ne_bytes(cidr.network().octets()),
+    )
 }
 
 fn value(node_ip: Ipv4Addr) -> TunnelEndpoint {
@@ -50,7 +56,11 @@ impl TunnelMap {
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(key, tunnel)| {
-                let net = Ipv4Net::new(Ipv4Addr::from(key.data().to_ne_bytes()), key.prefix_len() as u8).ok()?;
+                let net = Ipv4Net::new(
+                    Ipv4Addr::from(key.data().to_ne_bytes()),
+                    key.prefix_len() as u8,
+                )
+                .ok()?;
                 Some((net, Ipv4Addr::from(tunnel.node_ip.to_ne_bytes())))
             })
             .collect()

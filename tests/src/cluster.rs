@@ -1,0 +1,391 @@
+//! Simulated clusters: N nodes, each a network namespace with an uplink veth to a bridge in
+//! a test-owned underlay namespace, each running its own kaya-agent with its own instance
+//! prefix; pods are network namespaces plumbed by the real kaya-cni through the conflist the
+//! agent wrote. Everything is removed on drop, on failure and on panic; `sweep` removes what
+//! dead test processes left behind.
+use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
+use kaya_agent_api::{Request, Response};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binaries::workspace_binary;
+use crate::netns::{self, TestNetns};
+
+/// Parent of every test cluster's state; one directory per cluster, named by netns::unique_tag.
+pub const STATE_ROOT: &str = "/run/kaya-test";
+const BPFFS: &str = "/sys/fs/bpf";
+pub const UNDERLAY_BRIDGE: &str = "br0";
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ClusterNode {
+    pub name: String,
+    pub instance: String,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
+    pub netns: TestNetns,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    agent: Option<Child>,
+}
+
+impl ClusterNode {
+    pub fn state_dir(&self, state_root: &Path) -> PathBuf {
+        state_root.join(&self.instance)
+    }
+    /// bpffs directory of this node's pinned maps.
+    pub fn bpf_dir(&self) -> PathBuf {
+        Path::new(BPFFS).join("kaya").join(&self.instance)
+    }
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+pub struct Pod {
+    pub name: String,
+    pub node: usize,
+    pub ip: Ipv4Addr,
+    pub container_id: String,
+    pub netns: TestNetns,
+}
+
+pub struct Cluster {
+    pub tag: String,
+    pub state_root: PathBuf,
+    pub nodes: Vec<ClusterNode>,
+    pub pods: Vec<Pod>,
+    pub underlay: TestNetns,
+}
+
+impl Cluster {
+    /// Builds the underlay and `count` nodes (at most 9) and starts an agent on each.
+    pub fn new(count: usize) -> anyhow::Result<Cluster> {
+        assert!((1..=9).contains(&count), "clusters have 1 to 9 nodes");
+        sweep();
+        let tag = netns::unique_tag();
+        let state_root = Path::new(STATE_ROOT).join(&tag);
+        std::fs::create_dir_all(&state_root)?;
+        let underlay = TestNetns::create(&format!("{tag}-ul"))?;
+        underlay.ip(&["link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
+        underlay.ip(&["link", "set", UNDERLAY_BRIDGE, "up"])?;
+        let mut cluster = Cluster {
+            tag: tag.clone(),
+            state_root,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            underlay,
+        };
+        let prefix = instance_prefix();
+        for index in 0..count {
+            let node = cluster.make_node(index, &prefix)?;
+            cluster.nodes.push(node);
+        }
+        for index in 0..count {
+            cluster.write_config(index)?;
+            cluster.start_agent(index)?;
+        }
+        Ok(cluster)
+    }
+
+    fn make_node(&self, index: usize, prefix: &str) -> anyhow::Result<ClusterNode> {
+        let name = format!("node-{}", index + 1);
+        let netns = TestNetns::create(&format!("{}-n{}", self.tag, index + 1))?;
+        let ip = Ipv4Addr::new(192, 168, 50, index as u8 + 1);
+        let port = format!("n{}", index + 1);
+        self.underlay.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        self.underlay
+            .ip(&["link", "set", &port, "master", UNDERLAY_BRIDGE, "up"])?;
+        netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        netns.ip(&["link", "set", "eth0", "up"])?;
+        let instance = format!("{prefix}{}", index + 1);
+        let state_dir = self.state_root.join(&instance);
+        std::fs::create_dir_all(&state_dir)?;
+        Ok(ClusterNode {
+            name,
+            instance,
+            ip,
+            pod_cidr: format!("10.244.{}.0/24", index + 1).parse()?,
+            netns,
+            config_path: state_dir.join("agent.yaml"),
+            log_path: state_dir.join("agent.log"),
+            agent: None,
+        })
+    }
+
+    fn write_config(&self, index: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[index];
+        let mut yaml = format!(
+            "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\npeers:\n",
+            node.instance,
+            node.name,
+            node.ip,
+            node.pod_cidr,
+            self.state_root.display()
+        );
+        for (other_index, other) in self.nodes.iter().enumerate() {
+            if other_index != index {
+                yaml += &format!(
+                    "  - name: {}\n    nodeIP: {}\n    podCIDR: {}\n",
+                    other.name, other.ip, other.pod_cidr
+                );
+            }
+        }
+        std::fs::write(&node.config_path, yaml)?;
+        Ok(())
+    }
+
+    pub fn socket_path(&self, index: usize) -> PathBuf {
+        self.nodes[index]
+            .state_dir(&self.state_root)
+            .join(kaya_agent_api::SOCKET_NAME)
+    }
+
+    /// Starts node `index`'s agent inside its namespace and waits until it answers.
+    pub fn start_agent(&mut self, index: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)?;
+        let mut command = Command::new(workspace_binary("kaya-agent"));
+        command
+            .args(["run", "--config"])
+            .arg(&node.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        in_namespace_dying_with_parent(&mut command, &node.netns.path())?;
+        let child = command.spawn().context("spawning kaya-agent")?;
+        self.nodes[index].agent = Some(child);
+        self.wait_ready(index)
+    }
+
+    fn wait_ready(&mut self, index: usize) -> anyhow::Result<()> {
+        let socket = self.socket_path(index);
+        let deadline = Instant::now() + AGENT_READY_TIMEOUT;
+        loop {
+            if let Ok(Response::Status { ready: true, .. }) =
+                kaya_agent_api::call(&socket, &Request::Status, Duration::from_secs(1))
+            {
+                return Ok(());
+            }
+            let node = &mut self.nodes[index];
+            if let Some(status) = node
+                .agent
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "agent of {} exited with {status}:\n{}",
+                    node.name,
+                    node.agent_log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent of {} not ready in time:\n{}",
+                    node.name,
+                    node.agent_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills node `index`'s agent with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill_agent(&mut self, index: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.nodes[index].agent.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Creates a pod namespace on node `index` and plumbs it with kaya-cni ADD.
+    pub fn add_pod(&mut self, index: usize, name: &str) -> anyhow::Result<&Pod> {
+        let netns = TestNetns::create(&format!("{}-{name}", self.tag))?;
+        let container_id = format!("{}-{name}", self.tag);
+        let result = self.cni(index, "ADD", &container_id, &netns.path())?;
+        let address = result["ips"][0]["address"]
+            .as_str()
+            .context("cni result has no ips[0].address")?;
+        let ip: Ipv4Net = address
+            .parse()
+            .with_context(|| format!("cni address {address}"))?;
+        self.pods.push(Pod {
+            name: name.to_owned(),
+            node: index,
+            ip: ip.addr(),
+            container_id,
+            netns,
+        });
+        Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// Runs kaya-cni with `command` in node `index`'s namespace, the way a runtime would: the
+    /// plugin entry of the agent's conflist with the network's name and version on stdin.
+    pub fn cni(
+        &self,
+        index: usize,
+        command: &str,
+        container_id: &str,
+        netns: &Path,
+    ) -> anyhow::Result<serde_json::Value> {
+        let node = &self.nodes[index];
+        let conf_dir = node.state_dir(&self.state_root).join("net.d");
+        let conflist: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(conf_dir.join("10-kaya.conflist"))?)?;
+        let mut plugin = conflist["plugins"][0].clone();
+        plugin["name"] = conflist["name"].clone();
+        plugin["cniVersion"] = conflist["cniVersion"].clone();
+        let cni = workspace_binary("kaya-cni");
+        let mut process = Command::new(&cni);
+        process
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", cni.parent().expect("binary dir"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        in_namespace_dying_with_parent(&mut process, &node.netns.path())?;
+        let mut child = process.spawn()?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().context("cni stdin")?;
+            stdin.write_all(&serde_json::to_vec(&plugin)?)?;
+        }
+        let output = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "kaya-cni {command} on {} failed: {stdout} {}",
+                node.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        if stdout.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        Ok(serde_json::from_str(&stdout)?)
+    }
+
+    pub fn pods_on(&self, index: usize) -> impl Iterator<Item = &Pod> {
+        self.pods.iter().filter(move |pod| pod.node == index)
+    }
+
+    /// Datapath counters of node `index`, by reason.
+    pub fn counters(&self, index: usize) -> anyhow::Result<kaya_agent::datapath::metrics::Totals> {
+        Ok(kaya_agent::datapath::metrics::read_pinned(
+            &self.nodes[index].bpf_dir(),
+        )?)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for pod in std::mem::take(&mut self.pods) {
+            let _ = self.cni(pod.node, "DEL", &pod.container_id, &pod.netns.path());
+        }
+        for index in 0..self.nodes.len() {
+            let _ = self.kill_agent(index);
+            let node = &self.nodes[index];
+            let mut purge = Command::new(workspace_binary("kaya-agent"));
+            purge
+                .args(["purge", "--instance", &node.instance, "--state-root"])
+                .arg(&self.state_root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if in_namespace_dying_with_parent(&mut purge, &node.netns.path()).is_ok() {
+                let _ = purge.status();
+            }
+            let _ = kaya_agent::datapath::loader::unpin_all(&node.bpf_dir());
+        }
+        let _ = std::fs::remove_dir_all(&self.state_root);
+    }
+}
+
+/// Makes `command` enter the network namespace at `netns` and die if the test dies.
+fn in_namespace_dying_with_parent(command: &mut Command, netns: &Path) -> anyhow::Result<()> {
+    let file: OwnedFd = std::fs::File::open(netns)
+        .with_context(|| format!("opening {}", netns.display()))?
+        .into();
+    let raw = file.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec; the fd stays
+    // open in the parent until the Command is dropped because the closure owns it.
+    unsafe {
+        command.pre_exec(move || {
+            let _keep = &file;
+            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Three random base-36 characters; instance names are this plus the node number.
+fn instance_prefix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    loop {
+        let prefix: String = (0..3)
+            .map(|_| ALPHABET[rng.gen_range(0..26)] as char)
+            .collect();
+        if !Path::new(BPFFS)
+            .join("kaya")
+            .join(format!("{prefix}1"))
+            .exists()
+        {
+            return prefix;
+        }
+    }
+}
+
+/// Removes what test processes that no longer exist left behind: namespaces, state
+/// directories and the pinned maps and links of their agent instances.
+pub fn sweep() {
+    netns::sweep();
+    let Ok(clusters) = std::fs::read_dir(STATE_ROOT) else {
+        return;
+    };
+    for cluster in clusters.filter_map(Result::ok) {
+        let name = cluster.file_name().to_string_lossy().into_owned();
+        let pid = name.split('x').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        if let Ok(instances) = std::fs::read_dir(cluster.path()) {
+            for instance in instances.filter_map(Result::ok) {
+                let pins = Path::new(BPFFS).join("kaya").join(instance.file_name());
+                let _ = kaya_agent::datapath::loader::unpin_all(&pins);
+            }
+        }
+        let _ = std::fs::remove_dir_all(cluster.path());
+    }
+}

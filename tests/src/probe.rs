@@ -1,0 +1,189 @@
+//! Reachability probes between namespaces: TCP and UDP echo servers, and TCP, UDP and ICMP
+//! echo clients, all run on threads inside the namespaces (no external tools needed).
+use anyhow::{Context, bail};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::netns::{in_netns, spawn_in_netns};
+
+pub const ECHO_PORT: u16 = 7007;
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// TCP and UDP echo on ECHO_PORT inside a namespace, until dropped.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    pub fn start(netns: &Path) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let tcp_stop = stop.clone();
+        let tcp_ready = ready_tx.clone();
+        let tcp = spawn_in_netns(netns, move || {
+            let listener = TcpListener::bind(("0.0.0.0", ECHO_PORT)).expect("bind tcp echo");
+            listener
+                .set_nonblocking(true)
+                .expect("nonblocking listener");
+            tcp_ready.send(()).ok();
+            while !tcp_stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || echo_tcp(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })?;
+        let udp_stop = stop.clone();
+        let udp = spawn_in_netns(netns, move || {
+            let socket = UdpSocket::bind(("0.0.0.0", ECHO_PORT)).expect("bind udp echo");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .ok();
+            ready_tx.send(()).ok();
+            let mut buf = [0u8; 2048];
+            while !udp_stop.load(Ordering::Relaxed) {
+                if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], peer);
+                }
+            }
+        })?;
+        for _ in 0..2 {
+            ready_rx
+                .recv_timeout(TIMEOUT)
+                .context("echo server did not start")?;
+        }
+        Ok(EchoServer {
+            stop,
+            threads: vec![tcp, udp],
+        })
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn echo_tcp(mut stream: TcpStream) {
+    stream.set_nonblocking(false).ok();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Connects from `netns` to `dst`, sends a message and expects it back.
+pub fn tcp_echo(netns: &Path, dst: Ipv4Addr) -> anyhow::Result<()> {
+    in_netns(netns, move || -> anyhow::Result<()> {
+        let mut stream = TcpStream::connect_timeout(&SocketAddr::from((dst, ECHO_PORT)), TIMEOUT)
+            .with_context(|| format!("tcp connect to {dst}"))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        let message = format!("kaya tcp probe to {dst}");
+        stream.write_all(message.as_bytes())?;
+        let mut back = vec![0u8; message.len()];
+        stream
+            .read_exact(&mut back)
+            .with_context(|| format!("tcp echo from {dst}"))?;
+        if back != message.as_bytes() {
+            bail!("tcp echo from {dst} returned other bytes");
+        }
+        Ok(())
+    })?
+}
+
+/// Sends a datagram from `netns` to `dst` and expects it back (three tries: UDP may drop).
+pub fn udp_echo(netns: &Path, dst: Ipv4Addr) -> anyhow::Result<()> {
+    in_netns(netns, move || -> anyhow::Result<()> {
+        let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let message = format!("kaya udp probe to {dst}");
+        let mut buf = [0u8; 512];
+        for _ in 0..3 {
+            socket.send_to(message.as_bytes(), (dst, ECHO_PORT))?;
+            if let Ok((n, from)) = socket.recv_from(&mut buf)
+                && from.ip() == std::net::IpAddr::V4(dst)
+                && &buf[..n] == message.as_bytes()
+            {
+                return Ok(());
+            }
+        }
+        bail!("no udp echo from {dst}")
+    })?
+}
+
+/// Sends ICMP echo requests from `netns` to `dst` over a raw socket and waits for a reply.
+pub fn icmp_echo(netns: &Path, dst: Ipv4Addr) -> anyhow::Result<()> {
+    in_netns(netns, move || -> anyhow::Result<()> {
+        use nix::sys::socket::{
+            AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recvfrom,
+            sendto, socket,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::empty(),
+            SockProtocol::Icmp,
+        )
+        .context("raw icmp socket")?;
+        let timeout = nix::sys::time::TimeVal::new(1, 0);
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)?;
+        let ident = (std::process::id() & 0xffff) as u16;
+        let target = SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+        for seq in 0..3u16 {
+            let header = etherparse::Icmpv4Header::with_checksum(
+                etherparse::Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: ident, seq }),
+                b"kaya",
+            );
+            let mut packet = header.to_bytes().to_vec();
+            packet.extend_from_slice(b"kaya");
+            sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &packet,
+                &target,
+                MsgFlags::empty(),
+            )?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            let mut buf = [0u8; 1500];
+            while std::time::Instant::now() < deadline {
+                let Ok((n, from)) =
+                    recvfrom::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf)
+                else {
+                    break;
+                };
+                let Some(from) = from else { continue };
+                if from.ip() != dst {
+                    continue;
+                }
+                // Raw IPv4 sockets deliver the IP header too.
+                let Ok((_, icmp)) = etherparse::Ipv4Header::from_slice(&buf[..n]) else {
+                    continue;
+                };
+                if let Ok((reply, _)) = etherparse::Icmpv4Header::from_slice(icmp)
+                    && let etherparse::Icmpv4Type::EchoReply(echo) = reply.icmp_type
+                    && echo.id == ident
+                {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("no icmp echo reply from {dst}")
+    })?
+}

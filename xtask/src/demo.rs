@@ -1,0 +1,10 @@
+//! The demo: built after setup (it needs the eBPF toolchain), so it lives in the tests crate
+//! as the `kaya-demo` binary and xtask only runs it.
+use std::process::Command;
+
+use crate::shell::exec;
+
+pub fn run() -> anyhow::Result<()> {
+    exec(Command::new("cargo").args(["build", "--bins"]))?;
+    exec(Command::new("cargo").args(["run", "--quiet", "-p", "kaya-tests", "--bin", "kaya-demo"]))
+}
