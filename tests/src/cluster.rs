@@ -7,14 +7,13 @@ use anyhow::{Context, bail};
 use ipnet::Ipv4Net;
 use kaya_agent_api::{Request, Response};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::binaries::workspace_binary;
-use crate::netns::{self, TestNetns};
+use crate::cni_invoke::{Invocation, invoke};
+use crate::netns::{self, TestNetns, enter_on_exec};
 
 /// Parent of every test cluster's state; one directory per cluster, named by netns::unique_tag.
 pub const STATE_ROOT: &str = "/run/kaya-test";
@@ -172,7 +171,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        in_namespace_dying_with_parent(&mut command, &node.netns.path())?;
+        enter_on_exec(&mut command, &node.netns.path())?;
         let child = command.spawn().context("spawning kaya-agent")?;
         self.nodes[index].agent = Some(child);
         self.wait_ready(index)
@@ -221,7 +220,7 @@ impl Cluster {
 
     /// Creates a pod namespace on node `index` and plumbs it with kaya-cni ADD.
     pub fn add_pod(&mut self, index: usize, name: &str) -> anyhow::Result<&Pod> {
-        let netns = TestNetns::create(&format!("{}-{name}", self.tag))?;
+        let netns = TestNetns::create(&format!("{}-pod-{name}", self.tag))?;
         let container_id = format!("{}-{name}", self.tag);
         let result = self.cni(index, "ADD", &container_id, &netns.path())?;
         let address = result["ips"][0]["address"]
@@ -257,37 +256,15 @@ impl Cluster {
         plugin["name"] = conflist["name"].clone();
         plugin["cniVersion"] = conflist["cniVersion"].clone();
         let cni = workspace_binary("kaya-cni");
-        let mut process = Command::new(&cni);
-        process
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container_id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", cni.parent().expect("binary dir"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        in_namespace_dying_with_parent(&mut process, &node.netns.path())?;
-        let mut child = process.spawn()?;
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().context("cni stdin")?;
-            stdin.write_all(&serde_json::to_vec(&plugin)?)?;
-        }
-        let output = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            bail!(
-                "kaya-cni {command} on {} failed: {stdout} {}",
-                node.name,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        if stdout.trim().is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        Ok(serde_json::from_str(&stdout)?)
+        let call = Invocation {
+            plugin: &cni,
+            cni_path: cni.parent().expect("binary dir"),
+            command,
+            container_id,
+            pod_netns: netns,
+            ifname: "eth0",
+        };
+        invoke(&node.netns.path(), &call, &plugin).with_context(|| format!("on {}", node.name))
     }
 
     pub fn pods_on(&self, index: usize) -> impl Iterator<Item = &Pod> {
@@ -316,36 +293,13 @@ impl Drop for Cluster {
                 .arg(&self.state_root)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            if in_namespace_dying_with_parent(&mut purge, &node.netns.path()).is_ok() {
+            if enter_on_exec(&mut purge, &node.netns.path()).is_ok() {
                 let _ = purge.status();
             }
             let _ = kaya_agent::datapath::loader::unpin_all(&node.bpf_dir());
         }
         let _ = std::fs::remove_dir_all(&self.state_root);
     }
-}
-
-/// Makes `command` enter the network namespace at `netns` and die if the test dies.
-fn in_namespace_dying_with_parent(command: &mut Command, netns: &Path) -> anyhow::Result<()> {
-    let file: OwnedFd = std::fs::File::open(netns)
-        .with_context(|| format!("opening {}", netns.display()))?
-        .into();
-    let raw = file.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec; the fd stays
-    // open in the parent until the Command is dropped because the closure owns it.
-    unsafe {
-        command.pre_exec(move || {
-            let _keep = &file;
-            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(())
 }
 
 /// Three random base-36 characters; instance names are this plus the node number.

@@ -4,10 +4,13 @@
 //! Every harness names what it creates with a unique per-test prefix and removes it on drop,
 //! so tests can run at the same time and leave nothing behind.
 
+pub mod baseline;
+pub mod bench;
 pub mod binaries;
 pub mod capture;
 pub mod cluster;
 pub mod cni_exec;
+pub mod cni_invoke;
 pub mod datapath;
 pub mod netns;
 pub mod probe;

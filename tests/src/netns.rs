@@ -1,7 +1,8 @@
 //! Network namespaces owned by one test, named with a unique prefix and removed on drop,
 //! plus running code inside a namespace from a dedicated thread.
 use anyhow::{Context, bail};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -122,4 +123,27 @@ pub fn sweep() {
             let _ = Command::new("ip").args(["netns", "del", &name]).output();
         }
     }
+}
+
+/// Makes `command` enter the network namespace at `netns` and die if the test dies.
+pub fn enter_on_exec(command: &mut Command, netns: &Path) -> anyhow::Result<()> {
+    let file: OwnedFd = std::fs::File::open(netns)
+        .with_context(|| format!("opening {}", netns.display()))?
+        .into();
+    let raw = file.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec; the fd stays
+    // open in the parent until the Command is dropped because the closure owns it.
+    unsafe {
+        command.pre_exec(move || {
+            let _keep = &file;
+            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }

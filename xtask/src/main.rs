@@ -1,4 +1,5 @@
 //! `cargo xtask`: one entry point for setting up a machine, testing, the demo and benchmarks.
+mod bench;
 mod demo;
 mod setup;
 mod shell;
@@ -26,10 +27,20 @@ enum Task {
     },
     /// Setup, then a two-node simulated cluster with pods talking across the overlay.
     Demo,
+    /// Setup, then a side-by-side benchmark suite (release build): `net`.
+    Bench {
+        suite: String,
+        /// Smaller scales and fewer repetitions; still every case.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+    let cli = Cli::parse();
+    // Every task works from the workspace root, wherever cargo was invoked.
+    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))?;
+    match cli.task {
         Task::Setup => setup::run(),
         Task::Test { args } => {
             setup::run()?;
@@ -38,6 +49,10 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => {
             setup::run()?;
             demo::run()
+        }
+        Task::Bench { suite, quick } => {
+            setup::run()?;
+            bench::run(&suite, quick)
         }
     }
 }
