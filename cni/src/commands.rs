@@ -47,9 +47,16 @@ impl From<LinkError> for CniError {
 /// Sends `request`; an unreachable agent is "try again later", a refusal is final.
 fn ask(agent: &impl AgentClient, request: &Request) -> Result<Response, CniError> {
     match agent.call(request) {
-        Ok(Response::Error { message }) => Err(CniError::new(code::AGENT_REFUSED, format!("kaya-agent refused: {message}"))),
+        Ok(Response::Error { message }) => Err(CniError::new(
+            code::AGENT_REFUSED,
+            format!("kaya-agent refused: {message}"),
+        )),
         Ok(response) => Ok(response),
-        Err(err) if err.is_transient() => Err(CniError::new(code::TRY_AGAIN_LATER, "kaya-agent is not reachable").with_details(err.to_string())),
+        Err(err) if err.is_transient() => Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            "kaya-agent is not reachable",
+        )
+        .with_details(err.to_string())),
         Err(err) => Err(CniError::new(code::IO_FAILURE, err.to_string())),
     }
 }
@@ -58,11 +65,20 @@ fn ask(agent: &impl AgentClient, request: &Request) -> Result<Response, CniError
 pub fn requested_version(stdin: &[u8]) -> String {
     serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "1.1.0".to_owned())
 }
 
-pub async fn run(env: &Env, stdin: &[u8], plumbing: &impl Plumbing, agent: &impl AgentClient) -> Result<Option<Value>, CniError> {
+pub async fn run(
+    env: &Env,
+    stdin: &[u8],
+    plumbing: &impl Plumbing,
+    agent: &impl AgentClient,
+) -> Result<Option<Value>, CniError> {
     if env.command == Command::Version {
         return Ok(Some(version_result(&requested_version(stdin))));
     }
@@ -88,7 +104,12 @@ fn attachment(env: &Env) -> Attachment {
     }
 }
 
-async fn add(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl AgentClient) -> Result<Value, CniError> {
+async fn add(
+    env: &Env,
+    conf: &NetConf,
+    plumbing: &impl Plumbing,
+    agent: &impl AgentClient,
+) -> Result<Value, CniError> {
     let ipam = ipam(conf);
     let host = host_ifname(&conf.host_if_prefix, &env.container_id, &env.ifname);
     let existing = {
@@ -102,7 +123,11 @@ async fn add(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl A
     {
         let plumbed = plumbed(env, conf, &host, host_mac, pod.mac, ip);
         register(env, &plumbed, &ip.to_string(), agent)?;
-        return Ok(build_result(&conf.cni_version, conf.prev_result.as_ref(), &plumbed));
+        return Ok(build_result(
+            &conf.cni_version,
+            conf.prev_result.as_ref(),
+            &plumbed,
+        ));
     }
     let ip = {
         let lock = ipam.lock()?;
@@ -140,10 +165,21 @@ async fn add(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl A
         rollback(true).await;
         return Err(err);
     }
-    Ok(build_result(&conf.cni_version, conf.prev_result.as_ref(), &plumbed))
+    Ok(build_result(
+        &conf.cni_version,
+        conf.prev_result.as_ref(),
+        &plumbed,
+    ))
 }
 
-fn plumbed(env: &Env, conf: &NetConf, host: &str, host_mac: String, pod_mac: String, ip: std::net::Ipv4Addr) -> Plumbed {
+fn plumbed(
+    env: &Env,
+    conf: &NetConf,
+    host: &str,
+    host_mac: String,
+    pod_mac: String,
+    ip: std::net::Ipv4Addr,
+) -> Plumbed {
     Plumbed {
         host_ifname: host.to_owned(),
         host_mac,
@@ -155,7 +191,12 @@ fn plumbed(env: &Env, conf: &NetConf, host: &str, host_mac: String, pod_mac: Str
     }
 }
 
-fn register(env: &Env, plumbed: &Plumbed, ip: &str, agent: &impl AgentClient) -> Result<(), CniError> {
+fn register(
+    env: &Env,
+    plumbed: &Plumbed,
+    ip: &str,
+    agent: &impl AgentClient,
+) -> Result<(), CniError> {
     let endpoint = EndpointSpec {
         attachment: attachment(env),
         host_ifname: plumbed.host_ifname.clone(),
@@ -166,9 +207,18 @@ fn register(env: &Env, plumbed: &Plumbed, ip: &str, agent: &impl AgentClient) ->
     ask(agent, &Request::AddEndpoint { endpoint }).map(drop)
 }
 
-async fn del(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl AgentClient) -> Result<(), CniError> {
+async fn del(
+    env: &Env,
+    conf: &NetConf,
+    plumbing: &impl Plumbing,
+    agent: &impl AgentClient,
+) -> Result<(), CniError> {
     plumbing
-        .delete_host(&host_ifname(&conf.host_if_prefix, &env.container_id, &env.ifname))
+        .delete_host(&host_ifname(
+            &conf.host_if_prefix,
+            &env.container_id,
+            &env.ifname,
+        ))
         .await?;
     let ipam = ipam(conf);
     {
@@ -176,17 +226,34 @@ async fn del(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl A
         ipam.release(&lock, &env.container_id, &env.ifname)?;
     }
     // Local state is gone first: a retried DEL after "try again later" only needs the agent.
-    ask(agent, &Request::DelEndpoint { attachment: attachment(env) }).map(drop)
+    ask(
+        agent,
+        &Request::DelEndpoint {
+            attachment: attachment(env),
+        },
+    )
+    .map(drop)
 }
 
-async fn check(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl AgentClient) -> Result<(), CniError> {
+async fn check(
+    env: &Env,
+    conf: &NetConf,
+    plumbing: &impl Plumbing,
+    agent: &impl AgentClient,
+) -> Result<(), CniError> {
     let ipam = ipam(conf);
     let ip = {
         let lock = ipam.lock()?;
         ipam.find(&lock, &env.container_id, &env.ifname)?
     }
     .ok_or_else(|| {
-        CniError::new(code::CONTAINER_UNKNOWN, format!("no address is reserved for {}/{}", env.container_id, env.ifname))
+        CniError::new(
+            code::CONTAINER_UNKNOWN,
+            format!(
+                "no address is reserved for {}/{}",
+                env.container_id, env.ifname
+            ),
+        )
     })?;
     let mismatch = |msg: String| CniError::new(CODE_INTERFACE_MISMATCH, msg);
     let host = host_ifname(&conf.host_if_prefix, &env.container_id, &env.ifname);
@@ -196,9 +263,17 @@ async fn check(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl
     let pod = plumbing
         .pod_side(&env.netns, &env.ifname)
         .await?
-        .ok_or_else(|| mismatch(format!("interface {} is missing in {}", env.ifname, env.netns)))?;
+        .ok_or_else(|| {
+            mismatch(format!(
+                "interface {} is missing in {}",
+                env.ifname, env.netns
+            ))
+        })?;
     if !pod.addresses.contains(&ip) {
-        return Err(mismatch(format!("interface {} does not have address {ip}", env.ifname)));
+        return Err(mismatch(format!(
+            "interface {} does not have address {ip}",
+            env.ifname
+        )));
     }
     if let Some(prev) = &conf.prev_result {
         let expected = format!("{ip}/32");
@@ -209,22 +284,45 @@ async fn check(env: &Env, conf: &NetConf, plumbing: &impl Plumbing, agent: &impl
             return Err(mismatch(format!("prevResult does not list {expected}")));
         }
     }
-    ask(agent, &Request::CheckEndpoint { attachment: attachment(env) }).map(drop)
+    ask(
+        agent,
+        &Request::CheckEndpoint {
+            attachment: attachment(env),
+        },
+    )
+    .map(drop)
 }
 
 fn status(agent: &impl AgentClient) -> Result<(), CniError> {
     match agent.call(&Request::Status) {
         Ok(Response::Status { ready: true, .. }) => Ok(()),
-        Ok(other) => Err(CniError::new(code::PLUGIN_NOT_AVAILABLE, format!("kaya-agent is not ready: {other:?}"))),
-        Err(err) => Err(CniError::new(code::PLUGIN_NOT_AVAILABLE, "kaya-agent is not reachable").with_details(err.to_string())),
+        Ok(other) => Err(CniError::new(
+            code::PLUGIN_NOT_AVAILABLE,
+            format!("kaya-agent is not ready: {other:?}"),
+        )),
+        Err(err) => Err(
+            CniError::new(code::PLUGIN_NOT_AVAILABLE, "kaya-agent is not reachable")
+                .with_details(err.to_string()),
+        ),
     }
 }
 
-async fn gc(conf: &NetConf, plumbing: &impl Plumbing, agent: &impl AgentClient) -> Result<(), CniError> {
+async fn gc(
+    conf: &NetConf,
+    plumbing: &impl Plumbing,
+    agent: &impl AgentClient,
+) -> Result<(), CniError> {
     let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
-        CniError::new(code::INVALID_CONFIG, "GC needs cni.dev/valid-attachments in the network config")
+        CniError::new(
+            code::INVALID_CONFIG,
+            "GC needs cni.dev/valid-attachments in the network config",
+        )
     })?;
-    let is_valid = |cid: &str, ifname: &str| valid.iter().any(|v| v.container_id == cid && v.ifname == ifname);
+    let is_valid = |cid: &str, ifname: &str| {
+        valid
+            .iter()
+            .any(|v| v.container_id == cid && v.ifname == ifname)
+    };
     let ipam = ipam(conf);
     {
         let lock = ipam.lock()?;
@@ -238,7 +336,10 @@ async fn gc(conf: &NetConf, plumbing: &impl Plumbing, agent: &impl AgentClient) 
         .iter()
         .map(|v| host_ifname(&conf.host_if_prefix, &v.container_id, &v.ifname))
         .collect();
-    for name in plumbing.host_links_with_prefix(&conf.host_if_prefix).await? {
+    for name in plumbing
+        .host_links_with_prefix(&conf.host_if_prefix)
+        .await?
+    {
         if !valid_hosts.contains(&name) && name.len() == conf.host_if_prefix.len() + 8 {
             plumbing.delete_host(&name).await?;
         }
@@ -270,24 +371,45 @@ mod tests {
             if self.fail_create {
                 return Err(LinkError::Missing("eth0".into()));
             }
-            self.links.borrow_mut().push((request.host_ifname.clone(), request.clone()));
-            Ok(PodLink { host_mac: "02:00:00:00:00:01".into(), pod_mac: "02:00:00:00:00:02".into() })
+            self.links
+                .borrow_mut()
+                .push((request.host_ifname.clone(), request.clone()));
+            Ok(PodLink {
+                host_mac: "02:00:00:00:00:01".into(),
+                pod_mac: "02:00:00:00:00:02".into(),
+            })
         }
         async fn host_mac(&self, name: &str) -> Result<Option<String>, LinkError> {
-            Ok(self.links.borrow().iter().any(|(n, _)| n == name).then(|| "02:00:00:00:00:01".into()))
+            Ok(self
+                .links
+                .borrow()
+                .iter()
+                .any(|(n, _)| n == name)
+                .then(|| "02:00:00:00:00:01".into()))
         }
         async fn delete_host(&self, name: &str) -> Result<(), LinkError> {
             self.links.borrow_mut().retain(|(n, _)| n != name);
             Ok(())
         }
         async fn pod_side(&self, _netns: &str, ifname: &str) -> Result<Option<PodSide>, LinkError> {
-            Ok(self.links.borrow().iter().find(|(_, r)| r.pod_ifname == ifname).map(|(_, r)| PodSide {
-                mac: "02:00:00:00:00:02".into(),
-                addresses: vec![r.address],
-            }))
+            Ok(self
+                .links
+                .borrow()
+                .iter()
+                .find(|(_, r)| r.pod_ifname == ifname)
+                .map(|(_, r)| PodSide {
+                    mac: "02:00:00:00:00:02".into(),
+                    addresses: vec![r.address],
+                }))
         }
         async fn host_links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, LinkError> {
-            Ok(self.links.borrow().iter().map(|(n, _)| n.clone()).filter(|n| n.starts_with(prefix)).collect())
+            Ok(self
+                .links
+                .borrow()
+                .iter()
+                .map(|(n, _)| n.clone())
+                .filter(|n| n.starts_with(prefix))
+                .collect())
         }
     }
 
@@ -301,14 +423,19 @@ mod tests {
         fn call(&self, request: &Request) -> Result<Response, ClientError> {
             match self {
                 FakeAgent::Up => Ok(match request {
-                    Request::Status => Response::Status { ready: true, node_name: "n".into() },
+                    Request::Status => Response::Status {
+                        ready: true,
+                        node_name: "n".into(),
+                    },
                     _ => Response::Ok,
                 }),
                 FakeAgent::Down => Err(ClientError::Unreachable {
                     path: "/run/kaya/x/agent.sock".into(),
                     source: std::io::ErrorKind::NotFound.into(),
                 }),
-                FakeAgent::Refusing => Ok(Response::Error { message: "no such link".into() }),
+                FakeAgent::Refusing => Ok(Response::Error {
+                    message: "no such link".into(),
+                }),
             }
         }
     }
@@ -323,19 +450,41 @@ mod tests {
     }
 
     fn env(command: Command) -> Env {
-        Env { command, container_id: "c1".into(), netns: "/var/run/netns/p".into(), ifname: "eth0".into() }
+        Env {
+            command,
+            container_id: "c1".into(),
+            netns: "/var/run/netns/p".into(),
+            ifname: "eth0".into(),
+        }
     }
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 
     #[test]
     fn add_twice_returns_the_same_address_and_one_link() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        let first = block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap().unwrap();
-        let second = block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap().unwrap();
+        let first = block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap()
+        .unwrap();
+        let second = block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(first["ips"][0]["address"], "10.244.1.2/32");
         assert_eq!(first["ips"], second["ips"]);
         assert_eq!(plumbing.links.borrow().len(), 1);
@@ -345,18 +494,37 @@ mod tests {
     fn unreachable_agent_is_try_again_later_and_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        let err = block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Down)).unwrap_err();
+        let err = block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Down,
+        ))
+        .unwrap_err();
         assert_eq!(err.code, code::TRY_AGAIN_LATER);
         assert!(plumbing.links.borrow().is_empty(), "veth removed");
-        let ipam = Ipam::new(dir.path(), "10.244.1.0/24".parse().unwrap(), "10.244.1.1".parse().unwrap());
-        assert!(ipam.reservations(&ipam.lock().unwrap()).unwrap().is_empty(), "address released");
+        let ipam = Ipam::new(
+            dir.path(),
+            "10.244.1.0/24".parse().unwrap(),
+            "10.244.1.1".parse().unwrap(),
+        );
+        assert!(
+            ipam.reservations(&ipam.lock().unwrap()).unwrap().is_empty(),
+            "address released"
+        );
     }
 
     #[test]
     fn refusing_agent_is_a_final_error_and_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        let err = block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Refusing)).unwrap_err();
+        let err = block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Refusing,
+        ))
+        .unwrap_err();
         assert_eq!(err.code, code::AGENT_REFUSED);
         assert!(err.msg.contains("no such link"));
         assert!(plumbing.links.borrow().is_empty());
@@ -365,10 +533,23 @@ mod tests {
     #[test]
     fn failed_plumbing_releases_the_address() {
         let dir = tempfile::tempdir().unwrap();
-        let plumbing = FakePlumbing { fail_create: true, ..FakePlumbing::default() };
-        let err = block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap_err();
+        let plumbing = FakePlumbing {
+            fail_create: true,
+            ..FakePlumbing::default()
+        };
+        let err = block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap_err();
         assert_eq!(err.code, code::IO_FAILURE);
-        let ipam = Ipam::new(dir.path(), "10.244.1.0/24".parse().unwrap(), "10.244.1.1".parse().unwrap());
+        let ipam = Ipam::new(
+            dir.path(),
+            "10.244.1.0/24".parse().unwrap(),
+            "10.244.1.1".parse().unwrap(),
+        );
         assert!(ipam.reservations(&ipam.lock().unwrap()).unwrap().is_empty());
     }
 
@@ -376,12 +557,39 @@ mod tests {
     fn del_is_idempotent_and_check_fails_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap();
-        block_on(run(&env(Command::Check), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap();
+        block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap();
+        block_on(run(
+            &env(Command::Check),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap();
         for _ in 0..2 {
-            assert_eq!(block_on(run(&env(Command::Del), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap(), None);
+            assert_eq!(
+                block_on(run(
+                    &env(Command::Del),
+                    &conf(dir.path()),
+                    &plumbing,
+                    &FakeAgent::Up
+                ))
+                .unwrap(),
+                None
+            );
         }
-        let err = block_on(run(&env(Command::Check), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap_err();
+        let err = block_on(run(
+            &env(Command::Check),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap_err();
         assert_eq!(err.code, code::CONTAINER_UNKNOWN);
     }
 
@@ -389,8 +597,22 @@ mod tests {
     fn status_reports_agent_availability() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        assert!(block_on(run(&env(Command::Status), &conf(dir.path()), &plumbing, &FakeAgent::Up)).is_ok());
-        let err = block_on(run(&env(Command::Status), &conf(dir.path()), &plumbing, &FakeAgent::Down)).unwrap_err();
+        assert!(
+            block_on(run(
+                &env(Command::Status),
+                &conf(dir.path()),
+                &plumbing,
+                &FakeAgent::Up
+            ))
+            .is_ok()
+        );
+        let err = block_on(run(
+            &env(Command::Status),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Down,
+        ))
+        .unwrap_err();
         assert_eq!(err.code, code::PLUGIN_NOT_AVAILABLE);
     }
 
@@ -398,15 +620,31 @@ mod tests {
     fn gc_releases_what_is_not_valid() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        block_on(run(&env(Command::Add), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap();
+        block_on(run(
+            &env(Command::Add),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap();
         let mut gc_conf: Value = serde_json::from_slice(&conf(dir.path())).unwrap();
         gc_conf["cni.dev/valid-attachments"] = serde_json::json!([]);
         let bytes = serde_json::to_vec(&gc_conf).unwrap();
         block_on(run(&env(Command::Gc), &bytes, &plumbing, &FakeAgent::Up)).unwrap();
         assert!(plumbing.links.borrow().is_empty());
-        let ipam = Ipam::new(dir.path(), "10.244.1.0/24".parse().unwrap(), "10.244.1.1".parse().unwrap());
+        let ipam = Ipam::new(
+            dir.path(),
+            "10.244.1.0/24".parse().unwrap(),
+            "10.244.1.1".parse().unwrap(),
+        );
         assert!(ipam.reservations(&ipam.lock().unwrap()).unwrap().is_empty());
-        let err = block_on(run(&env(Command::Gc), &conf(dir.path()), &plumbing, &FakeAgent::Up)).unwrap_err();
+        let err = block_on(run(
+            &env(Command::Gc),
+            &conf(dir.path()),
+            &plumbing,
+            &FakeAgent::Up,
+        ))
+        .unwrap_err();
         assert!(err.msg.contains("valid-attachments"));
     }
 }

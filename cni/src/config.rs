@@ -49,10 +49,17 @@ impl NetConf {
         // Decode to a value first so a syntax error (code 6) is told apart from a
         // well-formed config with bad fields (code 7).
         let value: Value = serde_json::from_slice(stdin).map_err(|err| {
-            CniError::new(code::DECODE_FAILURE, format!("network config is not valid json: {err}"))
+            CniError::new(
+                code::DECODE_FAILURE,
+                format!("network config is not valid json: {err}"),
+            )
         })?;
-        let conf: NetConf = serde_json::from_value(value)
-            .map_err(|err| CniError::new(code::INVALID_CONFIG, format!("invalid network config: {err}")))?;
+        let conf: NetConf = serde_json::from_value(value).map_err(|err| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("invalid network config: {err}"),
+            )
+        })?;
         conf.validate()?;
         Ok(conf)
     }
@@ -65,7 +72,10 @@ impl NetConf {
         }
         if self.host_if_prefix.is_empty()
             || self.host_if_prefix.len() > MAX_PREFIX
-            || !self.host_if_prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+            || !self
+                .host_if_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
         {
             return invalid(format!(
                 "hostIfPrefix {:?} must be 1-{MAX_PREFIX} ascii letters or digits",
@@ -109,8 +119,16 @@ pub struct Env {
 
 impl Env {
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> {
-        let missing = |name: &str| CniError::new(code::INVALID_ENV, format!("environment variable {name} is not set"));
-        let command = match get("CNI_COMMAND").ok_or_else(|| missing("CNI_COMMAND"))?.as_str() {
+        let missing = |name: &str| {
+            CniError::new(
+                code::INVALID_ENV,
+                format!("environment variable {name} is not set"),
+            )
+        };
+        let command = match get("CNI_COMMAND")
+            .ok_or_else(|| missing("CNI_COMMAND"))?
+            .as_str()
+        {
             "ADD" => Command::Add,
             "DEL" => Command::Del,
             "CHECK" => Command::Check,
@@ -118,7 +136,10 @@ impl Env {
             "STATUS" => Command::Status,
             "GC" => Command::Gc,
             other => {
-                return Err(CniError::new(code::INVALID_ENV, format!("CNI_COMMAND {other:?} is not a cni command")));
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("CNI_COMMAND {other:?} is not a cni command"),
+                ));
             }
         };
         let needs_attachment = matches!(command, Command::Add | Command::Del | Command::Check);
@@ -136,8 +157,13 @@ impl Env {
             Command::Add | Command::Check => var("CNI_NETNS")?,
             _ => get("CNI_NETNS").unwrap_or_default(),
         };
-        if needs_attachment && (ifname.len() > 15 || ifname.contains('/') || ifname.contains(char::is_whitespace)) {
-            return Err(CniError::new(code::INVALID_ENV, format!("CNI_IFNAME {ifname:?} is not a valid interface name")));
+        if needs_attachment
+            && (ifname.len() > 15 || ifname.contains('/') || ifname.contains(char::is_whitespace))
+        {
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                format!("CNI_IFNAME {ifname:?} is not a valid interface name"),
+            ));
         }
         Ok(Env {
             command,
@@ -182,14 +208,17 @@ mod tests {
 
     #[test]
     fn bad_fields_are_invalid_config_naming_the_field() {
-        let err = NetConf::parse(CONF.replace("\"mtu\":1450", "\"mtu\":10").as_bytes()).unwrap_err();
+        let err =
+            NetConf::parse(CONF.replace("\"mtu\":1450", "\"mtu\":10").as_bytes()).unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
         assert!(err.msg.contains("mtu"), "{}", err.msg);
-        let err = NetConf::parse(CONF.replace("10.244.1.1\"", "10.9.9.9\"").as_bytes()).unwrap_err();
+        let err =
+            NetConf::parse(CONF.replace("10.244.1.1\"", "10.9.9.9\"").as_bytes()).unwrap_err();
         assert!(err.msg.contains("gateway"), "{}", err.msg);
         let err = NetConf::parse(CONF.replace(",\"mtu\":1450", "").as_bytes()).unwrap_err();
         assert!(err.msg.contains("mtu"), "{}", err.msg);
-        let err = NetConf::parse(CONF.replace("\"kyn1\"", "\"kyn1-too-long\"").as_bytes()).unwrap_err();
+        let err =
+            NetConf::parse(CONF.replace("\"kyn1\"", "\"kyn1-too-long\"").as_bytes()).unwrap_err();
         assert!(err.msg.contains("hostIfPrefix"), "{}", err.msg);
     }
 
@@ -202,14 +231,24 @@ mod tests {
     #[test]
     fn env_requires_attachment_for_add() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let err = Env::from_vars(vars(&[("CNI_COMMAND", "ADD")])).unwrap_err();
         assert_eq!(err.code, code::INVALID_ENV);
         assert!(err.msg.contains("CNI_CONTAINERID"));
         let env = Env::from_vars(vars(&[("CNI_COMMAND", "VERSION")])).unwrap();
         assert_eq!(env.command, Command::Version);
-        let env = Env::from_vars(vars(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")])).unwrap();
+        let env = Env::from_vars(vars(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .unwrap();
         assert_eq!(env.netns, "");
         let err = Env::from_vars(vars(&[("CNI_COMMAND", "FROB")])).unwrap_err();
         assert!(err.msg.contains("FROB"));

@@ -62,13 +62,13 @@ impl Ipam {
             .write(true)
             .open(&path)
             .map_err(io("opening", &path))?;
-        let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
-            IpamError::Io {
+        let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, errno)| IpamError::Io {
                 op: "locking",
                 path: path.clone(),
                 source: errno.into(),
-            }
-        })?;
+            },
+        )?;
         Ok(IpamLock { _flock: flock })
     }
 
@@ -97,7 +97,12 @@ impl Ipam {
         Ok(reservations)
     }
 
-    pub fn find(&self, lock: &IpamLock, container_id: &str, ifname: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    pub fn find(
+        &self,
+        lock: &IpamLock,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Ipv4Addr>, IpamError> {
         Ok(self
             .reservations(lock)?
             .into_iter()
@@ -107,11 +112,17 @@ impl Ipam {
 
     /// The attachment's address: the one it already has, or the next free one after the
     /// last reserved (round robin, so a released address is not reused at once).
-    pub fn allocate(&self, lock: &IpamLock, container_id: &str, ifname: &str) -> Result<Ipv4Addr, IpamError> {
+    pub fn allocate(
+        &self,
+        lock: &IpamLock,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Ipv4Addr, IpamError> {
         if let Some(ip) = self.find(lock, container_id, ifname)? {
             return Ok(ip);
         }
-        let taken: std::collections::BTreeSet<Ipv4Addr> = self.reservations(lock)?.into_iter().map(|r| r.ip).collect();
+        let taken: std::collections::BTreeSet<Ipv4Addr> =
+            self.reservations(lock)?.into_iter().map(|r| r.ip).collect();
         let first = u32::from(self.subnet.network()) + 1;
         let last = u32::from(self.subnet.broadcast()) - 1;
         let cursor_path = self.dir.join(CURSOR_FILE);
@@ -128,15 +139,22 @@ impl Ipam {
                 continue;
             }
             let path = self.dir.join(candidate.to_string());
-            std::fs::write(&path, format!("{container_id}\n{ifname}\n")).map_err(io("writing", &path))?;
-            std::fs::write(&cursor_path, candidate.to_string()).map_err(io("writing", &cursor_path))?;
+            std::fs::write(&path, format!("{container_id}\n{ifname}\n"))
+                .map_err(io("writing", &path))?;
+            std::fs::write(&cursor_path, candidate.to_string())
+                .map_err(io("writing", &cursor_path))?;
             return Ok(candidate);
         }
         Err(IpamError::Exhausted(self.subnet))
     }
 
     /// Releases the attachment's address; `None` when it had none.
-    pub fn release(&self, lock: &IpamLock, container_id: &str, ifname: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    pub fn release(
+        &self,
+        lock: &IpamLock,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Ipv4Addr>, IpamError> {
         let Some(ip) = self.find(lock, container_id, ifname)? else {
             return Ok(None);
         };
@@ -176,7 +194,10 @@ mod tests {
         assert_eq!(ipam.release(&lock, "a", "eth0").unwrap(), Some(a));
         assert_eq!(ipam.release(&lock, "a", "eth0").unwrap(), None);
         let b = ipam.allocate(&lock, "b", "eth0").unwrap();
-        assert_ne!(a, b, "a just-released address is not handed out again at once");
+        assert_ne!(
+            a, b,
+            "a just-released address is not handed out again at once"
+        );
     }
 
     #[test]
@@ -217,7 +238,8 @@ mod tests {
                 })
             })
             .collect();
-        let ips: std::collections::BTreeSet<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let ips: std::collections::BTreeSet<_> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(ips.len(), 20);
     }
 }

@@ -3,10 +3,7 @@
 //! logic be tested without root.
 use futures::TryStreamExt;
 use rtnetlink::packet_route::{
-    address::AddressAttribute,
-    link::LinkAttribute,
-    neighbour::NeighbourState,
-    route::RouteScope,
+    address::AddressAttribute, link::LinkAttribute, neighbour::NeighbourState, route::RouteScope,
 };
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,7 +18,10 @@ pub enum LinkError {
         source: rtnetlink::Error,
     },
     #[error("opening netns {path}: {source}")]
-    Netns { path: String, source: std::io::Error },
+    Netns {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("setns into {path}: {source}")]
     Setns { path: String, source: nix::Error },
     #[error("opening a netlink socket: {0}")]
@@ -67,10 +67,17 @@ pub trait Plumbing {
 }
 
 pub fn format_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
-fn netlink_err(op: &'static str, target: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+fn netlink_err(
+    op: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let target = target.into();
     move |source| LinkError::Netlink { op, target, source }
 }
@@ -88,14 +95,17 @@ fn connect_in(path: &str) -> Result<Handle, LinkError> {
         path: path.to_owned(),
         source,
     })?;
-    let home = std::fs::File::open("/proc/thread-self/ns/net").map_err(|source| LinkError::Netns {
-        path: "/proc/thread-self/ns/net".into(),
-        source,
-    })?;
-    let setns = |file: &std::fs::File, what: &str| {
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| LinkError::Setns {
-            path: what.to_owned(),
+    let home =
+        std::fs::File::open("/proc/thread-self/ns/net").map_err(|source| LinkError::Netns {
+            path: "/proc/thread-self/ns/net".into(),
             source,
+        })?;
+    let setns = |file: &std::fs::File, what: &str| {
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+            LinkError::Setns {
+                path: what.to_owned(),
+                source,
+            }
         })
     };
     setns(&target, path)?;
@@ -140,18 +150,26 @@ impl Netlink {
 
     async fn configure(&self, request: &VethRequest, temp: &str) -> Result<PodLink, LinkError> {
         let host = &self.host;
-        let (temp_index, _) = link_by_name(host, temp).await?.ok_or_else(|| LinkError::Missing(temp.to_owned()))?;
+        let (temp_index, _) = link_by_name(host, temp)
+            .await?
+            .ok_or_else(|| LinkError::Missing(temp.to_owned()))?;
         let netns = std::fs::File::open(&request.netns).map_err(|source| LinkError::Netns {
             path: request.netns.clone(),
             source,
         })?;
         host.link()
-            .set(LinkUnspec::new_with_index(temp_index).setns_by_fd(netns.as_raw_fd()).build())
+            .set(
+                LinkUnspec::new_with_index(temp_index)
+                    .setns_by_fd(netns.as_raw_fd())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(netlink_err("move into netns", temp))?;
         let pod = connect_in(&request.netns)?;
-        let (pod_index, pod_mac) = link_by_name(&pod, temp).await?.ok_or_else(|| LinkError::Missing(temp.to_owned()))?;
+        let (pod_index, pod_mac) = link_by_name(&pod, temp)
+            .await?
+            .ok_or_else(|| LinkError::Missing(temp.to_owned()))?;
         pod.link()
             .set(
                 LinkUnspec::new_with_index(pod_index)
@@ -180,13 +198,21 @@ impl Netlink {
             .output_interface(pod_index)
             .scope(RouteScope::Link)
             .build();
-        pod.route().add(to_gateway).execute().await.map_err(netlink_err("add route", request.gateway.to_string()))?;
+        pod.route()
+            .add(to_gateway)
+            .execute()
+            .await
+            .map_err(netlink_err("add route", request.gateway.to_string()))?;
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .output_interface(pod_index)
             .gateway(request.gateway)
             .onlink()
             .build();
-        pod.route().add(default).execute().await.map_err(netlink_err("add route", "default"))?;
+        pod.route()
+            .add(default)
+            .execute()
+            .await
+            .map_err(netlink_err("add route", "default"))?;
         let (host_index, host_mac) = link_by_name(host, &request.host_ifname)
             .await?
             .ok_or_else(|| LinkError::Missing(request.host_ifname.clone()))?;
@@ -227,10 +253,17 @@ impl Plumbing for Netlink {
     async fn create(&self, request: &VethRequest) -> Result<PodLink, LinkError> {
         // The peer is created under a temporary name in this namespace, then moved and renamed,
         // so two pods' CNI_IFNAME (both eth0) never collide here.
-        let temp = format!("kp{}", &request.host_ifname[request.host_ifname.len().saturating_sub(8)..]);
+        let temp = format!(
+            "kp{}",
+            &request.host_ifname[request.host_ifname.len().saturating_sub(8)..]
+        );
         self.host
             .link()
-            .add(LinkVeth::new(&request.host_ifname, &temp).mtu(request.mtu).build())
+            .add(
+                LinkVeth::new(&request.host_ifname, &temp)
+                    .mtu(request.mtu)
+                    .build(),
+            )
             .execute()
             .await
             .map_err(netlink_err("add veth", &request.host_ifname))?;
@@ -265,7 +298,11 @@ impl Plumbing for Netlink {
         };
         let mut stream = pod.address().get().set_link_index_filter(index).execute();
         let mut addresses = Vec::new();
-        while let Some(message) = stream.try_next().await.map_err(netlink_err("list addresses", ifname))? {
+        while let Some(message) = stream
+            .try_next()
+            .await
+            .map_err(netlink_err("list addresses", ifname))?
+        {
             for attr in &message.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
                     addresses.push(*ip);
@@ -278,7 +315,11 @@ impl Plumbing for Netlink {
     async fn host_links_with_prefix(&self, prefix: &str) -> Result<Vec<String>, LinkError> {
         let mut stream = self.host.link().get().execute();
         let mut names = Vec::new();
-        while let Some(message) = stream.try_next().await.map_err(netlink_err("list links", prefix))? {
+        while let Some(message) = stream
+            .try_next()
+            .await
+            .map_err(netlink_err("list links", prefix))?
+        {
             for attr in &message.attributes {
                 if let LinkAttribute::IfName(name) = attr
                     && name.starts_with(prefix)

@@ -21,7 +21,10 @@ fn execute(stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
             kaya_cni::config::Command::Version => Default::default(),
             _ => NetConf::parse(stdin)?.agent_socket,
         };
-        let agent = SocketAgent { socket, timeout: AGENT_TIMEOUT };
+        let agent = SocketAgent {
+            socket,
+            timeout: AGENT_TIMEOUT,
+        };
         let plumbing = Netlink::connect()?;
         commands::run(&env, stdin, &plumbing, &agent).await
     })
@@ -32,7 +35,10 @@ fn main() {
     let read = std::io::stdin().read_to_end(&mut stdin);
     let outcome = match read {
         Ok(_) => execute(&stdin),
-        Err(err) => Err(CniError::new(code::IO_FAILURE, format!("reading stdin: {err}"))),
+        Err(err) => Err(CniError::new(
+            code::IO_FAILURE,
+            format!("reading stdin: {err}"),
+        )),
     };
     let mut stdout = std::io::stdout();
     match outcome {

@@ -94,14 +94,20 @@ pub fn build_result(cni_version: &str, prev: Option<&Value>, plumbed: &Plumbed) 
     let mut routes = list("routes");
     let pod_index = interfaces.len() + 1;
     interfaces.push(json!({"name": plumbed.host_ifname, "mac": plumbed.host_mac}));
-    interfaces.push(json!({"name": plumbed.pod_ifname, "mac": plumbed.pod_mac, "sandbox": plumbed.netns}));
-    let mut ip = json!({"address": plumbed.address, "gateway": plumbed.gateway, "interface": pod_index});
+    interfaces.push(
+        json!({"name": plumbed.pod_ifname, "mac": plumbed.pod_mac, "sandbox": plumbed.netns}),
+    );
+    let mut ip =
+        json!({"address": plumbed.address, "gateway": plumbed.gateway, "interface": pod_index});
     if cni_version.starts_with("0.") {
         ip["version"] = json!("4");
     }
     ips.push(ip);
     routes.push(json!({"dst": "0.0.0.0/0", "gw": plumbed.gateway}));
-    let dns = prev.and_then(|p| p.get("dns")).cloned().unwrap_or_else(|| json!({}));
+    let dns = prev
+        .and_then(|p| p.get("dns"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     json!({
         "cniVersion": cni_version,
         "interfaces": interfaces,

@@ -19,10 +19,22 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     let ip = match packet::parse(ctx) {
         Parsed::Ipv4(ip) => ip,
         Parsed::NotIpv4 => {
-            return record(ctx, POINT_FROM_POD, Reason::NotIpv4, Decision::default(), TC_ACT_OK as i32);
+            return record(
+                ctx,
+                POINT_FROM_POD,
+                Reason::NotIpv4,
+                Decision::default(),
+                TC_ACT_OK as i32,
+            );
         }
         Parsed::Malformed => {
-            return record(ctx, POINT_FROM_POD, Reason::DropMalformed, Decision::default(), TC_ACT_SHOT as i32);
+            return record(
+                ctx,
+                POINT_FROM_POD,
+                Reason::DropMalformed,
+                Decision::default(),
+                TC_ACT_SHOT as i32,
+            );
         }
     };
     let mut decision = Decision {
@@ -37,21 +49,41 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     let source = match endpoint(ip.saddr) {
         Some(source) if source.ifindex == ingress => source,
         _ => {
-            return record(ctx, POINT_FROM_POD, Reason::DropSpoofedSource, decision, TC_ACT_SHOT as i32);
+            return record(
+                ctx,
+                POINT_FROM_POD,
+                Reason::DropSpoofedSource,
+                decision,
+                TC_ACT_SHOT as i32,
+            );
         }
     };
     if let Some(target) = endpoint(ip.daddr) {
         decision.ifindex_out = target.ifindex;
         let verdict = deliver_local(ctx, &target);
-        let reason = if verdict == TC_ACT_SHOT as i32 { Reason::DropHelperFailed } else { Reason::LocalDelivery };
+        let reason = if verdict == TC_ACT_SHOT as i32 {
+            Reason::DropHelperFailed
+        } else {
+            Reason::LocalDelivery
+        };
         return record(ctx, POINT_FROM_POD, reason, decision, verdict);
     }
     match overlay::encapsulate(ctx, ip.daddr, source.identity, &mut decision) {
         Some(verdict) => {
-            let reason = if verdict == TC_ACT_SHOT as i32 { Reason::DropHelperFailed } else { Reason::TunnelEncap };
+            let reason = if verdict == TC_ACT_SHOT as i32 {
+                Reason::DropHelperFailed
+            } else {
+                Reason::TunnelEncap
+            };
             record(ctx, POINT_FROM_POD, reason, decision, verdict)
         }
-        None => record(ctx, POINT_FROM_POD, Reason::ToStack, decision, TC_ACT_OK as i32),
+        None => record(
+            ctx,
+            POINT_FROM_POD,
+            Reason::ToStack,
+            decision,
+            TC_ACT_OK as i32,
+        ),
     }
 }
 

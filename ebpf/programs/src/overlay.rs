@@ -26,7 +26,9 @@ const TUNNEL_TTL: u8 = 64;
 /// Node that owns the pod CIDR containing `daddr`, as network-order IPv4.
 #[inline(always)]
 fn remote_node(daddr: u32) -> Option<u32> {
-    TUNNELS.get(&Key::new(32, daddr)).map(|tunnel| tunnel.node_ip)
+    TUNNELS
+        .get(&Key::new(32, daddr))
+        .map(|tunnel| tunnel.node_ip)
 }
 
 #[inline(always)]
@@ -57,7 +59,12 @@ fn tunnel_key(ctx: &TcContext) -> Option<bpf_tunnel_key> {
 /// For a pod packet to another node's pod CIDR: tunnel key with the sender's identity as the
 /// VNI, then redirect to the VXLAN device. `None` when `daddr` is not in a remote pod CIDR.
 #[inline(always)]
-pub fn encapsulate(ctx: &TcContext, daddr: u32, identity: u32, decision: &mut Decision) -> Option<i32> {
+pub fn encapsulate(
+    ctx: &TcContext,
+    daddr: u32,
+    identity: u32,
+    decision: &mut Decision,
+) -> Option<i32> {
     let node_ip = remote_node(daddr)?;
     let overlay = config().overlay_ifindex;
     decision.tunnel_remote = node_ip;
@@ -81,9 +88,23 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
     }
     let ip = match packet::parse(ctx) {
         Parsed::Ipv4(ip) => ip,
-        Parsed::NotIpv4 => return record(ctx, POINT_FROM_OVERLAY, Reason::NotIpv4, decision, TC_ACT_OK as i32),
+        Parsed::NotIpv4 => {
+            return record(
+                ctx,
+                POINT_FROM_OVERLAY,
+                Reason::NotIpv4,
+                decision,
+                TC_ACT_OK as i32,
+            );
+        }
         Parsed::Malformed => {
-            return record(ctx, POINT_FROM_OVERLAY, Reason::DropMalformed, decision, TC_ACT_SHOT as i32);
+            return record(
+                ctx,
+                POINT_FROM_OVERLAY,
+                Reason::DropMalformed,
+                decision,
+                TC_ACT_SHOT as i32,
+            );
         }
     };
     decision.saddr = ip.saddr;
@@ -92,15 +113,31 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
     if let Some(target) = endpoint(ip.daddr) {
         decision.ifindex_out = target.ifindex;
         let verdict = deliver_local(ctx, &target);
-        let reason = if verdict == TC_ACT_SHOT as i32 { Reason::DropHelperFailed } else { Reason::OverlayDelivery };
+        let reason = if verdict == TC_ACT_SHOT as i32 {
+            Reason::DropHelperFailed
+        } else {
+            Reason::OverlayDelivery
+        };
         return record(ctx, POINT_FROM_OVERLAY, reason, decision, verdict);
     }
     // The inner destination MAC is the sending pod's gateway, not this device: without this
     // the stack would discard the packet as addressed to another host.
     if ctx.change_type(PACKET_HOST).is_err() {
-        return record(ctx, POINT_FROM_OVERLAY, Reason::DropHelperFailed, decision, TC_ACT_SHOT as i32);
+        return record(
+            ctx,
+            POINT_FROM_OVERLAY,
+            Reason::DropHelperFailed,
+            decision,
+            TC_ACT_SHOT as i32,
+        );
     }
-    record(ctx, POINT_FROM_OVERLAY, Reason::OverlayToStack, decision, TC_ACT_OK as i32)
+    record(
+        ctx,
+        POINT_FROM_OVERLAY,
+        Reason::OverlayToStack,
+        decision,
+        TC_ACT_OK as i32,
+    )
 }
 
 pub fn to_overlay(ctx: &TcContext) -> i32 {
@@ -112,7 +149,13 @@ pub fn to_overlay(ctx: &TcContext) -> i32 {
         Parsed::Ipv4(ip) => ip,
         // Neighbour discovery and the like have no remote node to go to.
         Parsed::NotIpv4 | Parsed::Malformed => {
-            return record(ctx, POINT_TO_OVERLAY, Reason::DropNoTunnel, Decision::default(), TC_ACT_SHOT as i32);
+            return record(
+                ctx,
+                POINT_TO_OVERLAY,
+                Reason::DropNoTunnel,
+                Decision::default(),
+                TC_ACT_SHOT as i32,
+            );
         }
     };
     let mut decision = Decision {
@@ -123,11 +166,29 @@ pub fn to_overlay(ctx: &TcContext) -> i32 {
         ..Decision::default()
     };
     let Some(node_ip) = remote_node(ip.daddr) else {
-        return record(ctx, POINT_TO_OVERLAY, Reason::DropNoTunnel, decision, TC_ACT_SHOT as i32);
+        return record(
+            ctx,
+            POINT_TO_OVERLAY,
+            Reason::DropNoTunnel,
+            decision,
+            TC_ACT_SHOT as i32,
+        );
     };
     decision.tunnel_remote = node_ip;
     if !set_tunnel_key(ctx, node_ip, IDENTITY_REMOTE_NODE) {
-        return record(ctx, POINT_TO_OVERLAY, Reason::DropHelperFailed, decision, TC_ACT_SHOT as i32);
+        return record(
+            ctx,
+            POINT_TO_OVERLAY,
+            Reason::DropHelperFailed,
+            decision,
+            TC_ACT_SHOT as i32,
+        );
     }
-    record(ctx, POINT_TO_OVERLAY, Reason::HostEncap, decision, TC_ACT_OK as i32)
+    record(
+        ctx,
+        POINT_TO_OVERLAY,
+        Reason::HostEncap,
+        decision,
+        TC_ACT_OK as i32,
+    )
 }

@@ -40,8 +40,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     let header_len = u32::from(first[0] & 0x0f) * 4;
     let total_len = u32::from(u16::from_be_bytes([first[2], first[3]]));
     let l3_len = len - ETH_HLEN as u32;
-    if version != 4 || header_len < IPV4_MIN_HLEN || total_len < header_len || total_len > l3_len
-    {
+    if version != 4 || header_len < IPV4_MIN_HLEN || total_len < header_len || total_len > l3_len {
         return Parsed::Malformed;
     }
     Parsed::Ipv4(Ipv4Summary {
