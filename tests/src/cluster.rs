@@ -239,22 +239,36 @@ impl Cluster {
         Ok(self.pods.last().expect("just pushed"))
     }
 
-    /// Runs kaya-cni with `command` in node `index`'s namespace, the way a runtime would: the
-    /// plugin entry of the agent's conflist with the network's name and version on stdin.
-    pub fn cni(
+    /// The agent-written conflist of node `index`.
+    pub fn conflist(&self, index: usize) -> anyhow::Result<serde_json::Value> {
+        let path = self.nodes[index]
+            .state_dir(&self.state_root)
+            .join("net.d")
+            .join("10-kaya.conflist");
+        Ok(serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?)
+    }
+
+    /// The kaya-cni entry of node `index`'s conflist with the network's name and version: what
+    /// a runtime puts on the plugin's stdin.
+    pub fn plugin_conf(&self, index: usize) -> anyhow::Result<serde_json::Value> {
+        let conflist = self.conflist(index)?;
+        let mut plugin = conflist["plugins"][0].clone();
+        plugin["name"] = conflist["name"].clone();
+        plugin["cniVersion"] = conflist["cniVersion"].clone();
+        Ok(plugin)
+    }
+
+    /// Runs kaya-cni with `command` and `conf` in node `index`'s namespace.
+    pub fn cni_with(
         &self,
         index: usize,
         command: &str,
         container_id: &str,
         netns: &Path,
+        conf: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let node = &self.nodes[index];
-        let conf_dir = node.state_dir(&self.state_root).join("net.d");
-        let conflist: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(conf_dir.join("10-kaya.conflist"))?)?;
-        let mut plugin = conflist["plugins"][0].clone();
-        plugin["name"] = conflist["name"].clone();
-        plugin["cniVersion"] = conflist["cniVersion"].clone();
         let cni = workspace_binary("kaya-cni");
         let call = Invocation {
             plugin: &cni,
@@ -264,7 +278,25 @@ impl Cluster {
             pod_netns: netns,
             ifname: "eth0",
         };
-        invoke(&node.netns.path(), &call, &plugin).with_context(|| format!("on {}", node.name))
+        invoke(&self.nodes[index].netns.path(), &call, conf)
+    }
+
+    /// Runs kaya-cni with `command` in node `index`'s namespace, the way a runtime would.
+    pub fn cni(
+        &self,
+        index: usize,
+        command: &str,
+        container_id: &str,
+        netns: &Path,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.cni_with(
+            index,
+            command,
+            container_id,
+            netns,
+            &self.plugin_conf(index)?,
+        )
+        .with_context(|| format!("on {}", self.nodes[index].name))
     }
 
     pub fn pods_on(&self, index: usize) -> impl Iterator<Item = &Pod> {

@@ -1,6 +1,6 @@
 //! Invokes one CNI plugin binary inside a node's network namespace, as a runtime on that node
 //! would: CNI_* environment, the network config on stdin, the result or error on stdout.
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,11 +17,30 @@ pub struct Invocation<'a> {
     pub ifname: &'a str,
 }
 
-/// Runs the plugin; `Ok(Value::Null)` when it succeeds with no output (DEL, CHECK).
+/// A plugin that exited non-zero, with the error object it printed.
+#[derive(Debug, thiserror::Error)]
+#[error("cni plugin failed with code {code}: {msg} (stdout {stdout:?}, stderr {stderr:?})")]
+pub struct PluginFailure {
+    pub code: u64,
+    pub msg: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the plugin with `config` as stdin; `Ok(Value::Null)` when it succeeds silently.
 pub fn invoke(
     node_netns: &Path,
     call: &Invocation<'_>,
     config: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    invoke_raw(node_netns, call, &serde_json::to_vec(config)?)
+}
+
+/// Like `invoke`, with arbitrary stdin bytes (for malformed-input tests).
+pub fn invoke_raw(
+    node_netns: &Path,
+    call: &Invocation<'_>,
+    stdin: &[u8],
 ) -> anyhow::Result<serde_json::Value> {
     let mut process = Command::new(call.plugin);
     process
@@ -43,19 +62,26 @@ pub fn invoke(
         .stdin
         .take()
         .context("plugin stdin")?
-        .write_all(&serde_json::to_vec(config)?)?;
+        .write_all(stdin)?;
     let output = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
-        bail!(
-            "{} {} failed: {stdout} {}",
-            call.plugin.display(),
-            call.command,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let error: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+        return Err(PluginFailure {
+            code: error["code"].as_u64().unwrap_or(0),
+            msg: error["msg"].as_str().unwrap_or_default().to_owned(),
+            stdout,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+        .into());
     }
     if stdout.trim().is_empty() {
         return Ok(serde_json::Value::Null);
     }
     serde_json::from_str(&stdout).with_context(|| format!("plugin printed {stdout:?}"))
+}
+
+/// The CNI error code of a failed invocation (0 when the failure was not the plugin's).
+pub fn failure_code(err: &anyhow::Error) -> u64 {
+    err.downcast_ref::<PluginFailure>().map_or(0, |f| f.code)
 }
