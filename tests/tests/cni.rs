@@ -154,9 +154,9 @@ fn ipam_exhaustion_is_a_clear_error() {
         5,
         "the failed ADD left nothing behind"
     );
-    for i in 0..5 {
+    for (i, pod) in pods.iter().take(5).enumerate() {
         cluster
-            .cni_with(0, "DEL", &format!("x{i}"), &pods[i].path(), &conf)
+            .cni_with(0, "DEL", &format!("x{i}"), &pod.path(), &conf)
             .unwrap();
     }
 }
