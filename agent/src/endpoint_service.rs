@@ -5,7 +5,6 @@ use kaya_agent_api::{Attachment, EndpointSpec, Request, Response};
 use kaya_ebpf_common::{endpoint::EndpointInfo, identity::IDENTITY_DEFAULT_POD};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
 use crate::datapath::{
     Datapath, MapAccessError, PROG_FROM_POD,
@@ -84,7 +83,6 @@ fn parse(spec: &EndpointSpec, pod_cidr: Ipv4Net) -> Result<Parsed, EndpointError
 pub struct EndpointService {
     pub node_name: String,
     pub pod_cidr: Ipv4Net,
-    pub links_dir: PathBuf,
     pub datapath: Datapath,
     pub endpoints: EndpointMap,
     pub registry: Registry,
@@ -96,7 +94,9 @@ impl EndpointService {
         let result = match request {
             Request::AddEndpoint { endpoint } => self.add(endpoint).await.map(|()| Response::Ok),
             Request::DelEndpoint { attachment } => self.del(&attachment).map(|()| Response::Ok),
-            Request::CheckEndpoint { attachment } => self.check(&attachment).map(|()| Response::Ok),
+            Request::CheckEndpoint { attachment } => {
+                self.check(&attachment).await.map(|()| Response::Ok)
+            }
             Request::Gc { valid } => self.gc(&valid).map(|()| Response::Ok),
             Request::Status => Ok(Response::Status {
                 ready: true,
@@ -112,6 +112,7 @@ impl EndpointService {
     }
 
     pub async fn add(&mut self, spec: EndpointSpec) -> Result<(), EndpointError> {
+        let started = std::time::Instant::now();
         let parsed = parse(&spec, self.pod_cidr)?;
         let link = self
             .netlink
@@ -131,15 +132,18 @@ impl EndpointService {
                 endpoint_id,
             },
         )?;
-        let pin = links::pin_path(
-            &self.links_dir,
-            PROG_FROM_POD,
-            Direction::Ingress,
-            link.index,
-        );
         let program = self.datapath.program(PROG_FROM_POD)?;
-        let how = links::attach_pinned(program, PROG_FROM_POD, &ifname, Direction::Ingress, &pin)?;
-        tracing::info!(endpoint_id, ip = %parsed.ip, ifname, ?how, "endpoint programmed");
+        let attach_started = std::time::Instant::now();
+        let how = links::attach_filter(program, PROG_FROM_POD, &ifname, Direction::Ingress)?;
+        tracing::info!(
+            endpoint_id,
+            ip = %parsed.ip,
+            ifname,
+            ?how,
+            attach_us = attach_started.elapsed().as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "endpoint programmed"
+        );
         Ok(())
     }
 
@@ -166,16 +170,11 @@ impl EndpointService {
         {
             self.endpoints.remove(ip)?;
         }
-        links::remove_pin(&links::pin_path(
-            &self.links_dir,
-            PROG_FROM_POD,
-            Direction::Ingress,
-            ifindex,
-        ))?;
+        links::detach_filter(PROG_FROM_POD, &spec.host_ifname, Direction::Ingress);
         Ok(())
     }
 
-    pub fn check(&self, attachment: &Attachment) -> Result<(), EndpointError> {
+    pub async fn check(&self, attachment: &Attachment) -> Result<(), EndpointError> {
         let not_registered = || {
             EndpointError::NotRegistered(attachment.container_id.clone(), attachment.ifname.clone())
         };
@@ -196,13 +195,11 @@ impl EndpointService {
             Some(info) if info.ifindex == registered.ifindex => {}
             _ => return Err(not_programmed("no endpoint map entry")),
         }
-        let pin = links::pin_path(
-            &self.links_dir,
-            PROG_FROM_POD,
-            Direction::Ingress,
-            registered.ifindex,
-        );
-        if !pin.exists() {
+        if !self
+            .netlink
+            .has_bpf_filter(registered.ifindex, true)
+            .await?
+        {
             return Err(not_programmed("from_pod is not attached"));
         }
         Ok(())
@@ -222,9 +219,9 @@ impl EndpointService {
         Ok(())
     }
 
-    /// After a restart: endpoints whose veth still exists get the new program through their
-    /// pinned link; the others (pods deleted while the agent was down) are forgotten, and map
-    /// entries or links nobody registered are removed.
+    /// After a restart: endpoints whose veth still exists get the new program in place of the
+    /// old filter; the others (pods deleted while the agent was down) are forgotten, and map
+    /// entries nobody registered are removed.
     pub async fn readopt(&mut self) -> Result<(), EndpointError> {
         let known: Vec<_> = self.registry.all().cloned().collect();
         let mut live_ifindexes = BTreeSet::new();
@@ -251,17 +248,6 @@ impl EndpointService {
         for (ip, info) in self.endpoints.entries() {
             if !live_ifindexes.contains(&info.ifindex) {
                 self.endpoints.remove(ip)?;
-            }
-        }
-        let prefix = format!("{PROG_FROM_POD}-");
-        for pin in links::pins_with_prefix(&self.links_dir, &prefix) {
-            let ifindex = pin
-                .file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.rsplit('-').next())
-                .and_then(|index| index.parse::<u32>().ok());
-            if ifindex.is_none_or(|index| !live_ifindexes.contains(&index)) {
-                links::remove_pin(&pin)?;
             }
         }
         Ok(())

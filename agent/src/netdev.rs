@@ -181,6 +181,35 @@ impl Netlink {
             })
     }
 
+    /// Whether a cls_bpf filter sits on the device's ingress (or egress) hook.
+    pub async fn has_bpf_filter(&self, index: u32, ingress: bool) -> Result<bool, NetdevError> {
+        let request = self.handle.traffic_filter(index as i32).get();
+        let request = if ingress {
+            request.ingress()
+        } else {
+            request.egress()
+        };
+        let mut filters = request.execute();
+        while let Some(filter) =
+            filters
+                .try_next()
+                .await
+                .map_err(|source| NetdevError::Netlink {
+                    op: "list tc filters",
+                    target: format!("ifindex {index}"),
+                    source,
+                })?
+        {
+            let is_bpf = filter.attributes.iter().any(|attr| {
+                matches!(attr, rtnetlink::packet_route::tc::TcAttribute::Kind(kind) if kind == "bpf")
+            });
+            if is_bpf {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Destinations of the IPv4 routes this agent installed through `index`.
     pub async fn owned_routes(&self, index: u32) -> Result<BTreeSet<Ipv4Net>, NetdevError> {
         let mut routes = self

@@ -108,7 +108,6 @@ impl Node {
         let mut service = EndpointService {
             node_name: config.node_name.clone(),
             pod_cidr: config.pod_cidr,
-            links_dir,
             datapath,
             endpoints,
             registry: Registry::open(&instance.registry_path())?,

@@ -2,10 +2,11 @@
 //! gateway neighbour, the node side's /32 route. `Plumbing` is the seam that lets the command
 //! logic be tested without root.
 use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::packet_route::{
     address::AddressAttribute, link::LinkAttribute, neighbour::NeighbourState, route::RouteScope,
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -148,45 +149,29 @@ impl Netlink {
         Ok(Netlink { host: connect()? })
     }
 
-    async fn configure(&self, request: &VethRequest, temp: &str) -> Result<PodLink, LinkError> {
+    /// Configures both ends of a freshly created pair.
+    async fn configure(&self, request: &VethRequest) -> Result<PodLink, LinkError> {
         let host = &self.host;
-        let (temp_index, _) = link_by_name(host, temp)
-            .await?
-            .ok_or_else(|| LinkError::Missing(temp.to_owned()))?;
-        let netns = std::fs::File::open(&request.netns).map_err(|source| LinkError::Netns {
-            path: request.netns.clone(),
-            source,
-        })?;
-        host.link()
-            .set(
-                LinkUnspec::new_with_index(temp_index)
-                    .setns_by_fd(netns.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(netlink_err("move into netns", temp))?;
         let pod = connect_in(&request.netns)?;
-        let (pod_index, pod_mac) = link_by_name(&pod, temp)
+        let (pod_index, pod_mac) = link_by_name(&pod, &request.pod_ifname)
             .await?
-            .ok_or_else(|| LinkError::Missing(temp.to_owned()))?;
-        pod.link()
-            .set(
-                LinkUnspec::new_with_index(pod_index)
-                    .name(request.pod_ifname.clone())
-                    .mtu(request.mtu)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(netlink_err("configure", &request.pod_ifname))?;
-        if let Some((lo, _)) = link_by_name(&pod, "lo").await? {
+            .ok_or_else(|| LinkError::Missing(request.pod_ifname.clone()))?;
+        // Up only now: a veth end cannot come up before its pair is complete (ENOTCONN).
+        for index in [
+            Some(pod_index),
+            link_by_name(&pod, "lo").await?.map(|(lo, _)| lo),
+        ]
+        .into_iter()
+        .flatten()
+        {
             pod.link()
-                .set(LinkUnspec::new_with_index(lo).up().build())
+                .set(LinkUnspec::new_with_index(index).up().build())
                 .execute()
                 .await
-                .map_err(netlink_err("set up", "lo"))?;
+                .map_err(netlink_err(
+                    "set up",
+                    format!("ifindex {index} in {}", request.netns),
+                ))?;
         }
         pod.address()
             .add(pod_index, IpAddr::V4(request.address), 32)
@@ -229,11 +214,6 @@ impl Netlink {
             .execute()
             .await
             .map_err(netlink_err("add neighbour", request.gateway.to_string()))?;
-        host.link()
-            .set(LinkUnspec::new_with_index(host_index).up().build())
-            .execute()
-            .await
-            .map_err(netlink_err("set up", &request.host_ifname))?;
         let to_pod = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(request.address, 32)
             .output_interface(host_index)
@@ -251,27 +231,33 @@ impl Netlink {
 
 impl Plumbing for Netlink {
     async fn create(&self, request: &VethRequest) -> Result<PodLink, LinkError> {
-        // The peer is created under a temporary name in this namespace, then moved and renamed,
-        // so two pods' CNI_IFNAME (both eth0) never collide here.
-        let temp = format!(
-            "kp{}",
-            &request.host_ifname[request.host_ifname.len().saturating_sub(8)..]
-        );
+        let netns = std::fs::File::open(&request.netns).map_err(|source| LinkError::Netns {
+            path: request.netns.clone(),
+            source,
+        })?;
+        // The peer is born inside the pod's namespace with its final name and both ends up:
+        // renaming an interface afterwards waits for a network-wide grace period (~20 ms).
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(request.pod_ifname.clone())
+            .mtu(request.mtu)
+            .setns_by_fd(netns.as_raw_fd())
+            .build();
+        let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(request.host_ifname.clone())
+            .mtu(request.mtu)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
         self.host
             .link()
-            .add(
-                LinkVeth::new(&request.host_ifname, &temp)
-                    .mtu(request.mtu)
-                    .build(),
-            )
+            .add(pair)
             .execute()
             .await
             .map_err(netlink_err("add veth", &request.host_ifname))?;
-        match self.configure(request, &temp).await {
+        match self.configure(request).await {
             Ok(link) => Ok(link),
             Err(err) => {
                 let _ = self.delete_host(&request.host_ifname).await;
-                let _ = self.delete_host(&temp).await;
                 Err(err)
             }
         }

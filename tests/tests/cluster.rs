@@ -211,9 +211,13 @@ fn tcp_stream_survives_agent_restarts_on_both_ends() {
     drop(server);
     for node in 0..2 {
         let log = cluster.nodes[node].agent_log();
+        let adopted = |what: &str| {
+            log.lines()
+                .any(|line| line.contains(what) && line.contains("how=Adopted"))
+        };
         assert!(
-            log.contains("how=Adopted"),
-            "restarted agent re-adopted its links:\n{log}"
+            adopted("overlay program attached") && adopted("endpoint programmed"),
+            "restarted agent replaced the programs in place on the overlay and the pod:\n{log}"
         );
     }
 }
