@@ -458,33 +458,28 @@ mod tests {
         }
     }
 
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    fn exec(
+        command: Command,
+        stdin: &[u8],
+        plumbing: &FakePlumbing,
+        agent: FakeAgent,
+    ) -> Result<Option<Value>, CniError> {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(future)
+            .block_on(run(&env(command), stdin, plumbing, &agent))
     }
 
     #[test]
     fn add_twice_returns_the_same_address_and_one_link() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        let first = block_on(run(
-            &env(Command::Add),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap()
-        .unwrap();
-        let second = block_on(run(
-            &env(Command::Add),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap()
-        .unwrap();
+        let first = exec(Command::Add, &conf(dir.path()), &plumbing, FakeAgent::Up)
+            .unwrap()
+            .unwrap();
+        let second = exec(Command::Add, &conf(dir.path()), &plumbing, FakeAgent::Up)
+            .unwrap()
+            .unwrap();
         assert_eq!(first["ips"][0]["address"], "10.244.1.2/32");
         assert_eq!(first["ips"], second["ips"]);
         assert_eq!(plumbing.links.borrow().len(), 1);
@@ -494,13 +489,7 @@ mod tests {
     fn unreachable_agent_is_try_again_later_and_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        let err = block_on(run(
-            &env(Command::Add),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Down,
-        ))
-        .unwrap_err();
+        let err = exec(Command::Add, &conf(dir.path()), &plumbing, FakeAgent::Down).unwrap_err();
         assert_eq!(err.code, code::TRY_AGAIN_LATER);
         assert!(plumbing.links.borrow().is_empty(), "veth removed");
         let ipam = Ipam::new(
@@ -518,12 +507,12 @@ mod tests {
     fn refusing_agent_is_a_final_error_and_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        let err = block_on(run(
-            &env(Command::Add),
+        let err = exec(
+            Command::Add,
             &conf(dir.path()),
             &plumbing,
-            &FakeAgent::Refusing,
-        ))
+            FakeAgent::Refusing,
+        )
         .unwrap_err();
         assert_eq!(err.code, code::AGENT_REFUSED);
         assert!(err.msg.contains("no such link"));
@@ -537,13 +526,7 @@ mod tests {
             fail_create: true,
             ..FakePlumbing::default()
         };
-        let err = block_on(run(
-            &env(Command::Add),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap_err();
+        let err = exec(Command::Add, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap_err();
         assert_eq!(err.code, code::IO_FAILURE);
         let ipam = Ipam::new(
             dir.path(),
@@ -557,39 +540,15 @@ mod tests {
     fn del_is_idempotent_and_check_fails_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        block_on(run(
-            &env(Command::Add),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap();
-        block_on(run(
-            &env(Command::Check),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap();
+        exec(Command::Add, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap();
+        exec(Command::Check, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap();
         for _ in 0..2 {
             assert_eq!(
-                block_on(run(
-                    &env(Command::Del),
-                    &conf(dir.path()),
-                    &plumbing,
-                    &FakeAgent::Up
-                ))
-                .unwrap(),
+                exec(Command::Del, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap(),
                 None
             );
         }
-        let err = block_on(run(
-            &env(Command::Check),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap_err();
+        let err = exec(Command::Check, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap_err();
         assert_eq!(err.code, code::CONTAINER_UNKNOWN);
     }
 
@@ -597,21 +556,13 @@ mod tests {
     fn status_reports_agent_availability() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        assert!(
-            block_on(run(
-                &env(Command::Status),
-                &conf(dir.path()),
-                &plumbing,
-                &FakeAgent::Up
-            ))
-            .is_ok()
-        );
-        let err = block_on(run(
-            &env(Command::Status),
+        assert!(exec(Command::Status, &conf(dir.path()), &plumbing, FakeAgent::Up).is_ok());
+        let err = exec(
+            Command::Status,
             &conf(dir.path()),
             &plumbing,
-            &FakeAgent::Down,
-        ))
+            FakeAgent::Down,
+        )
         .unwrap_err();
         assert_eq!(err.code, code::PLUGIN_NOT_AVAILABLE);
     }
@@ -620,17 +571,11 @@ mod tests {
     fn gc_releases_what_is_not_valid() {
         let dir = tempfile::tempdir().unwrap();
         let plumbing = FakePlumbing::default();
-        block_on(run(
-            &env(Command::Add),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap();
+        exec(Command::Add, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap();
         let mut gc_conf: Value = serde_json::from_slice(&conf(dir.path())).unwrap();
         gc_conf["cni.dev/valid-attachments"] = serde_json::json!([]);
         let bytes = serde_json::to_vec(&gc_conf).unwrap();
-        block_on(run(&env(Command::Gc), &bytes, &plumbing, &FakeAgent::Up)).unwrap();
+        exec(Command::Gc, &bytes, &plumbing, FakeAgent::Up).unwrap();
         assert!(plumbing.links.borrow().is_empty());
         let ipam = Ipam::new(
             dir.path(),
@@ -638,13 +583,7 @@ mod tests {
             "10.244.1.1".parse().unwrap(),
         );
         assert!(ipam.reservations(&ipam.lock().unwrap()).unwrap().is_empty());
-        let err = block_on(run(
-            &env(Command::Gc),
-            &conf(dir.path()),
-            &plumbing,
-            &FakeAgent::Up,
-        ))
-        .unwrap_err();
+        let err = exec(Command::Gc, &conf(dir.path()), &plumbing, FakeAgent::Up).unwrap_err();
         assert!(err.msg.contains("valid-attachments"));
     }
 }

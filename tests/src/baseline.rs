@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cni_invoke::{Invocation, invoke};
 use crate::netns::{self, TestNetns};
+use crate::underlay;
 
 const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 const FLANNEL_DEVICE: &str = "flannel.1";
@@ -52,9 +53,7 @@ fn write_sysctl(netns: &TestNetns, key: &str, value: &str) -> anyhow::Result<()>
 impl BaselineCluster {
     pub fn new(count: usize, interconnect: Interconnect) -> anyhow::Result<Self> {
         let tag = netns::unique_tag();
-        let underlay = TestNetns::create(&format!("{tag}-bul"))?;
-        underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
-        underlay.ip(&["link", "set", "br0", "up"])?;
+        let underlay = underlay::create(&format!("{tag}-bul"))?;
         let ipam_dir = std::env::temp_dir().join(format!("kaya-baseline-{tag}"));
         let mut cluster = BaselineCluster {
             tag,
@@ -65,26 +64,13 @@ impl BaselineCluster {
             underlay,
         };
         for index in 0..count {
-            let netns = TestNetns::create(&format!("{}-node{}", cluster.tag, index + 1))?;
             let ip = Ipv4Addr::new(192, 168, 60, index as u8 + 1);
-            let port = format!("b{}", index + 1);
-            cluster.underlay.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                netns.name(),
-            ])?;
-            cluster
-                .underlay
-                .ip(&["link", "set", &port, "master", "br0", "up"])?;
-            netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-            netns.ip(&["link", "set", "eth0", "up"])?;
+            let netns = underlay::plug_node(
+                &cluster.underlay,
+                &format!("{}-node{}", cluster.tag, index + 1),
+                &format!("b{}", index + 1),
+                ip,
+            )?;
             write_sysctl(&netns, "net/ipv4/ip_forward", "1")?;
             cluster.nodes.push(BaselineNode {
                 ip,

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use crate::binaries::workspace_binary;
 use crate::cni_invoke::{Invocation, invoke};
 use crate::netns::{self, TestNetns, enter_on_exec};
+use crate::underlay;
 
 /// Parent of every test cluster's state; one directory per cluster, named by netns::unique_tag.
 pub const STATE_ROOT: &str = "/run/kaya-test";
 const BPFFS: &str = "/sys/fs/bpf";
-pub const UNDERLAY_BRIDGE: &str = "br0";
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -70,9 +70,7 @@ impl Cluster {
         let tag = netns::unique_tag();
         let state_root = Path::new(STATE_ROOT).join(&tag);
         std::fs::create_dir_all(&state_root)?;
-        let underlay = TestNetns::create(&format!("{tag}-ul"))?;
-        underlay.ip(&["link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
-        underlay.ip(&["link", "set", UNDERLAY_BRIDGE, "up"])?;
+        let underlay = underlay::create(&format!("{tag}-ul"))?;
         let mut cluster = Cluster {
             tag: tag.clone(),
             state_root,
@@ -94,25 +92,13 @@ impl Cluster {
 
     fn make_node(&self, index: usize, prefix: &str) -> anyhow::Result<ClusterNode> {
         let name = format!("node-{}", index + 1);
-        let netns = TestNetns::create(&format!("{}-n{}", self.tag, index + 1))?;
         let ip = Ipv4Addr::new(192, 168, 50, index as u8 + 1);
-        let port = format!("n{}", index + 1);
-        self.underlay.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        self.underlay
-            .ip(&["link", "set", &port, "master", UNDERLAY_BRIDGE, "up"])?;
-        netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        netns.ip(&["link", "set", "eth0", "up"])?;
+        let netns = underlay::plug_node(
+            &self.underlay,
+            &format!("{}-n{}", self.tag, index + 1),
+            &format!("n{}", index + 1),
+            ip,
+        )?;
         let instance = format!("{prefix}{}", index + 1);
         let state_dir = self.state_root.join(&instance);
         std::fs::create_dir_all(&state_dir)?;

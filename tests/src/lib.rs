@@ -14,3 +14,4 @@ pub mod cni_invoke;
 pub mod datapath;
 pub mod netns;
 pub mod probe;
+pub mod underlay;

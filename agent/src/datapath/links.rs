@@ -62,6 +62,19 @@ impl Direction {
     }
 }
 
+fn attach_error<'a>(
+    program: &'a str,
+    ifname: &'a str,
+    direction: Direction,
+) -> impl Fn(aya::programs::ProgramError) -> LinkError + Copy + 'a {
+    move |source| LinkError::Attach {
+        program: program.to_owned(),
+        ifname: ifname.to_owned(),
+        direction: direction.name(),
+        source: Box::new(source),
+    }
+}
+
 /// Where the link of `program` on interface `ifindex` is pinned. The ifindex is part of the
 /// name: a recreated device gets a new index, so a stale link is never "updated" in place.
 pub fn pin_path(links_dir: &Path, program: &str, direction: Direction, ifindex: u32) -> PathBuf {
@@ -84,12 +97,7 @@ pub fn attach_pinned(
     direction: Direction,
     pin: &Path,
 ) -> Result<Attached, LinkError> {
-    let attach_err = |source| LinkError::Attach {
-        program: program_name.to_owned(),
-        ifname: ifname.to_owned(),
-        direction: direction.name(),
-        source: Box::new(source),
-    };
+    let attach_err = attach_error(program_name, ifname, direction);
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
         let adopted = SchedClassifierLink::try_from(FdLink::from(pinned))
             .map_err(|err| err.to_string())
@@ -140,12 +148,7 @@ pub fn attach_filter(
     ifname: &str,
     direction: Direction,
 ) -> Result<Attached, LinkError> {
-    let attach_err = |source| LinkError::Attach {
-        program: program_name.to_owned(),
-        ifname: ifname.to_owned(),
-        direction: direction.name(),
-        source: Box::new(source),
-    };
+    let attach_err = attach_error(program_name, ifname, direction);
     // Fails when the qdisc exists already, which is the usual case; a real problem surfaces
     // as the filter attach failing below.
     let _ = aya::programs::tc::qdisc_add_clsact(ifname);

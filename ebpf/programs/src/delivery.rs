@@ -37,12 +37,7 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             );
         }
     };
-    let mut decision = Decision {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        protocol: ip.protocol,
-        ..Decision::default()
-    };
+    let mut decision = Decision::about(&ip);
     // SAFETY: the context pointer is valid for the whole program run.
     let ingress = unsafe { (*ctx.skb.skb).ifindex };
     // Only the pod plugged into this veth may use its address.
@@ -59,14 +54,13 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         }
     };
     if let Some(target) = endpoint(ip.daddr) {
-        decision.ifindex_out = target.ifindex;
-        let verdict = deliver_local(ctx, &target);
-        let reason = if verdict == TC_ACT_SHOT as i32 {
-            Reason::DropHelperFailed
-        } else {
-            Reason::LocalDelivery
-        };
-        return record(ctx, POINT_FROM_POD, reason, decision, verdict);
+        return deliver_to_endpoint(
+            ctx,
+            POINT_FROM_POD,
+            &target,
+            decision,
+            Reason::LocalDelivery,
+        );
     }
     match overlay::encapsulate(ctx, ip.daddr, source.identity, &mut decision) {
         Some(verdict) => {
@@ -87,10 +81,29 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     }
 }
 
+/// Delivers to a local pod and records the outcome under `delivered`.
+#[inline(always)]
+pub fn deliver_to_endpoint(
+    ctx: &TcContext,
+    point: u8,
+    target: &EndpointInfo,
+    mut decision: Decision,
+    delivered: Reason,
+) -> i32 {
+    decision.ifindex_out = target.ifindex;
+    let verdict = deliver_local(ctx, target);
+    let reason = if verdict == TC_ACT_SHOT as i32 {
+        Reason::DropHelperFailed
+    } else {
+        delivered
+    };
+    record(ctx, point, reason, decision, verdict)
+}
+
 /// Rewrites the Ethernet header for the target pod and switches the packet straight into
 /// its network namespace, skipping the host's routing and the veth's backlog queue.
 #[inline(always)]
-pub fn deliver_local(ctx: &TcContext, target: &EndpointInfo) -> i32 {
+fn deliver_local(ctx: &TcContext, target: &EndpointInfo) -> i32 {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&target.pod_mac);
     macs[6..].copy_from_slice(&target.host_mac);

@@ -3,6 +3,7 @@ use aya_ebpf::programs::TcContext;
 use kaya_ebpf_common::{config::FLAG_TRACE, metrics::Reason, trace::TraceEvent};
 
 use crate::maps::{EVENTS, METRICS, config};
+use crate::packet::Ipv4Summary;
 
 /// Where a decision sent the packet, for the trace event.
 #[derive(Clone, Copy, Default)]
@@ -13,6 +14,19 @@ pub struct Decision {
     pub saddr: u32,
     pub daddr: u32,
     pub protocol: u8,
+}
+
+impl Decision {
+    /// A decision about `ip`, its outcome still to be filled in.
+    #[inline(always)]
+    pub fn about(ip: &Ipv4Summary) -> Self {
+        Decision {
+            saddr: ip.saddr,
+            daddr: ip.daddr,
+            protocol: ip.protocol,
+            ..Decision::default()
+        }
+    }
 }
 
 #[inline(always)]

@@ -14,7 +14,7 @@ use kaya_ebpf_common::{
 };
 
 use crate::{
-    delivery::deliver_local,
+    delivery::deliver_to_endpoint,
     maps::{TUNNELS, config, endpoint},
     observe::{Decision, record},
     packet::{self, Parsed},
@@ -107,18 +107,19 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
             );
         }
     };
-    decision.saddr = ip.saddr;
-    decision.daddr = ip.daddr;
-    decision.protocol = ip.protocol;
+    let decision = Decision {
+        vni: decision.vni,
+        tunnel_remote: decision.tunnel_remote,
+        ..Decision::about(&ip)
+    };
     if let Some(target) = endpoint(ip.daddr) {
-        decision.ifindex_out = target.ifindex;
-        let verdict = deliver_local(ctx, &target);
-        let reason = if verdict == TC_ACT_SHOT as i32 {
-            Reason::DropHelperFailed
-        } else {
-            Reason::OverlayDelivery
-        };
-        return record(ctx, POINT_FROM_OVERLAY, reason, decision, verdict);
+        return deliver_to_endpoint(
+            ctx,
+            POINT_FROM_OVERLAY,
+            &target,
+            decision,
+            Reason::OverlayDelivery,
+        );
     }
     // The inner destination MAC is the sending pod's gateway, not this device: without this
     // the stack would discard the packet as addressed to another host.
@@ -159,11 +160,8 @@ pub fn to_overlay(ctx: &TcContext) -> i32 {
         }
     };
     let mut decision = Decision {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        protocol: ip.protocol,
         vni: IDENTITY_REMOTE_NODE,
-        ..Decision::default()
+        ..Decision::about(&ip)
     };
     let Some(node_ip) = remote_node(ip.daddr) else {
         return record(

@@ -5,6 +5,7 @@ use kaya_tests::baseline::{BaselineCluster, Interconnect};
 use kaya_tests::bench::{BenchReport, iperf_gbps, median, percentile, rr_latency_us};
 use kaya_tests::cluster::Cluster;
 use kaya_tests::netns::TestNetns;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -125,93 +126,72 @@ fn cni_latency(
     Ok(())
 }
 
+/// Measures a1 -> a2 (same node) and a1 -> b1 (across nodes) of a three-pod topology.
+fn measure_three_pods(
+    report: &mut BenchReport,
+    plan: &Plan,
+    pods: [(&TestNetns, Ipv4Addr); 3],
+    same_node_impl: &str,
+    cross_node_impl: &str,
+) -> anyhow::Result<()> {
+    let [a1, a2, b1] = pods;
+    for (prefix, implementation, server) in [
+        ("same_node", same_node_impl, a2),
+        ("cross_node", cross_node_impl, b1),
+    ] {
+        let pair = Pair {
+            client: a1.0,
+            server: server.0,
+            server_ip: server.1,
+        };
+        measure_pair(report, plan, prefix, implementation, &pair)?;
+    }
+    Ok(())
+}
+
+const THREE_PODS: [(usize, &str); 3] = [(0, "a1"), (0, "a2"), (1, "b1")];
+
 fn net(plan: &Plan) -> anyhow::Result<BenchReport> {
     let mut report = BenchReport::new("net");
 
     eprintln!("kaya: 2 nodes, pods a1 a2 on node-1, b1 on node-2");
     {
         let mut kaya = Cluster::new(2)?;
-        for (node, name) in [(0, "a1"), (0, "a2"), (1, "b1")] {
+        for (node, name) in THREE_PODS {
             kaya.add_pod(node, name)?;
         }
-        let pods = &kaya.pods;
-        measure_pair(
-            &mut report,
-            plan,
-            "same_node",
-            "kaya",
-            &Pair {
-                client: &pods[0].netns,
-                server: &pods[1].netns,
-                server_ip: pods[1].ip,
-            },
-        )?;
-        measure_pair(
-            &mut report,
-            plan,
-            "cross_node",
-            "kaya",
-            &Pair {
-                client: &pods[0].netns,
-                server: &pods[2].netns,
-                server_ip: pods[2].ip,
-            },
-        )?;
+        let p = &kaya.pods;
+        let pods = [
+            (&p[0].netns, p[0].ip),
+            (&p[1].netns, p[1].ip),
+            (&p[2].netns, p[2].ip),
+        ];
+        measure_three_pods(&mut report, plan, pods, "kaya", "kaya")?;
         let tag = kaya.tag.clone();
-        cni_latency(
-            &mut report,
-            "kaya",
-            |i, netns| kaya.cni(0, "ADD", &format!("bench{i}"), netns).map(drop),
-            plan.cni_pods,
-            &tag,
-        )?;
+        let add = |i, netns: &Path| kaya.cni(0, "ADD", &format!("bench{i}"), netns).map(drop);
+        cni_latency(&mut report, "kaya", add, plan.cni_pods, &tag)?;
         for i in 0..plan.cni_pods {
-            // Released explicitly so the cluster's teardown has no leftovers to find.
-            let path = PathBuf::from(format!(
-                "/var/run/netns/kyt-{}-{tag}-c{i}",
-                std::process::id()
-            ));
-            let _ = kaya.cni(0, "DEL", &format!("bench{i}"), &path);
+            // Released explicitly (DEL needs no namespace) so teardown finds no leftovers.
+            kaya.cni(0, "DEL", &format!("bench{i}"), Path::new(""))?;
         }
     }
 
     eprintln!("bridge-cni + routed: 2 nodes, pods a1 a2 on node-1, b1 on node-2");
     {
         let mut routed = BaselineCluster::new(2, Interconnect::Routed)?;
-        for (node, name) in [(0, "a1"), (0, "a2"), (1, "b1")] {
+        for (node, name) in THREE_PODS {
             routed.add_pod(node, name)?;
         }
-        let pods = &routed.pods;
-        measure_pair(
-            &mut report,
-            plan,
-            "same_node",
-            "bridge-cni",
-            &Pair {
-                client: &pods[0].netns,
-                server: &pods[1].netns,
-                server_ip: pods[1].ip,
-            },
-        )?;
-        measure_pair(
-            &mut report,
-            plan,
-            "cross_node",
-            "routed",
-            &Pair {
-                client: &pods[0].netns,
-                server: &pods[2].netns,
-                server_ip: pods[2].ip,
-            },
-        )?;
+        let p = &routed.pods;
+        let pods = [
+            (&p[0].netns, p[0].ip),
+            (&p[1].netns, p[1].ip),
+            (&p[2].netns, p[2].ip),
+        ];
+        measure_three_pods(&mut report, plan, pods, "bridge-cni", "routed")?;
         let tag = format!("{}r", std::process::id());
-        cni_latency(
-            &mut report,
-            "bridge-cni",
-            |i, netns| routed.cni_add(0, &format!("bench{i}"), netns).map(drop),
-            plan.cni_pods,
-            &tag,
-        )?;
+        let add = |i, netns: &Path| routed.cni_add(0, &format!("bench{i}"), netns).map(drop);
+        cni_latency(&mut report, "bridge-cni", add, plan.cni_pods, &tag)?;
     }
 
     eprintln!("flannel-vxlan: 2 nodes, pods a1 on node-1, b1 on node-2");
