@@ -2,7 +2,7 @@
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
+    bindings::{BPF_F_ZERO_CSUM_TX, TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
     helpers::{bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -40,7 +40,12 @@ fn set_tunnel_key(ctx: &TcContext, node_ip_be: u32, vni: u32) -> bool {
     key.tunnel_ttl = TUNNEL_TTL;
     // SAFETY: key lives on the stack for the duration of the call; size matches the type.
     let ret = unsafe {
-        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0)
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            size_of::<bpf_tunnel_key>() as u32,
+            BPF_F_ZERO_CSUM_TX as u64,
+        )
     };
     ret == 0
 }
