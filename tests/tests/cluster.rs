@@ -65,11 +65,18 @@ fn three_nodes_three_pods_full_mesh_over_tcp_udp_and_icmp() {
             }
         }
     }
-    // The node reaches its own pods too (probes use this path).
-    for pod in &cluster.pods {
-        let node = &cluster.nodes[pod.node];
-        if let Err(err) = tcp_echo(&node.netns.path(), pod.ip) {
-            failures.push(format!("tcp {} -> {}: {err:#}", node.name, pod.name));
+    // Every node reaches every pod: its own through the /32 route on the veth, the others'
+    // through to_overlay (and the replies back to its stack through from_overlay).
+    for node in &cluster.nodes {
+        for pod in &cluster.pods {
+            for (kind, result) in [
+                ("tcp", tcp_echo(&node.netns.path(), pod.ip)),
+                ("udp", udp_echo(&node.netns.path(), pod.ip)),
+            ] {
+                if let Err(err) = result {
+                    failures.push(format!("{kind} {} -> {}: {err:#}", node.name, pod.name));
+                }
+            }
         }
     }
     let frames = capture.finish();
@@ -100,11 +107,15 @@ fn three_nodes_three_pods_full_mesh_over_tcp_udp_and_icmp() {
             nodes.contains(&frame.outer_src) && nodes.contains(&frame.outer_dst),
             "{frame:?}"
         );
-        assert_eq!(
-            frame.vni,
-            kaya_ebpf_common::identity::IDENTITY_DEFAULT_POD,
-            "{frame:?}"
-        );
+        // The VNI names the sender: a pod's identity, or "remote node" for a node's own stack
+        // (whose overlay traffic leaves from its gateway address).
+        let from_pod = cluster.pods.iter().any(|p| p.ip == frame.inner_src);
+        let expected = if from_pod {
+            kaya_ebpf_common::identity::IDENTITY_DEFAULT_POD
+        } else {
+            kaya_ebpf_common::identity::IDENTITY_REMOTE_NODE
+        };
+        assert_eq!(frame.vni, expected, "{frame:?}");
     }
     // Same-node pairs never touched the underlay and were delivered by redirect_peer: each
     // TCP, UDP and ICMP probe is at least one packet each way through from_pod.
