@@ -5,6 +5,7 @@ pub mod config;
 pub mod datapath;
 pub mod endpoint_api;
 pub mod endpoint_service;
+pub mod inspect;
 pub mod instance;
 pub mod masquerade;
 pub mod netdev;

@@ -232,3 +232,53 @@ fn tcp_stream_survives_agent_restarts_on_both_ends() {
         );
     }
 }
+
+/// `kaya bpf ...` shows a running node's live maps: its pods, the other nodes' CIDRs and the
+/// counters, read from the pinned maps.
+#[test]
+fn kaya_cli_lists_live_datapath_state() {
+    let mut cluster = Cluster::new(2).expect("cluster starts");
+    cluster.add_pod(0, "a").unwrap();
+    cluster.add_pod(0, "b").unwrap();
+    let kaya = |what: &str| {
+        let output = std::process::Command::new(kaya_tests::binaries::workspace_binary("kaya"))
+            .args(["bpf", what, "--instance", &cluster.nodes[0].instance])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let endpoints = kaya("endpoints");
+    for pod in &cluster.pods {
+        assert!(
+            endpoints.contains(&format!("{} ", pod.ip)),
+            "{} missing:\n{endpoints}",
+            pod.ip
+        );
+    }
+    let tunnels = kaya("tunnels");
+    let peer = &cluster.nodes[1];
+    let row = tunnels
+        .lines()
+        .find(|line| line.starts_with(&peer.pod_cidr.to_string()))
+        .unwrap_or_else(|| panic!("{} missing:\n{tunnels}", peer.pod_cidr));
+    assert!(row.contains(&peer.ip.to_string()), "{row}");
+    tcp_echo_between_pods(&cluster);
+    let metrics = kaya("metrics");
+    let delivered: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("local_delivery"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no local_delivery row:\n{metrics}"));
+    assert!(delivered > 0, "{metrics}");
+}
+
+fn tcp_echo_between_pods(cluster: &Cluster) {
+    let _server = EchoServer::start(&cluster.pods[1].netns.path()).unwrap();
+    tcp_echo(&cluster.pods[0].netns.path(), cluster.pods[1].ip).unwrap();
+}

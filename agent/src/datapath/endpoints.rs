@@ -17,7 +17,15 @@ pub fn key(ip: Ipv4Addr) -> EndpointKey {
 
 impl EndpointMap {
     pub fn open(datapath: &mut Datapath) -> Result<Self, MapAccessError> {
-        let data = datapath.take_map(ENDPOINTS_MAP)?;
+        Self::from_data(datapath.take_map(ENDPOINTS_MAP)?)
+    }
+
+    /// The map of a running agent, for inspection.
+    pub fn open_pinned(pin_dir: &std::path::Path) -> Result<Self, MapAccessError> {
+        Self::from_data(super::pinned_map(pin_dir, ENDPOINTS_MAP)?)
+    }
+
+    fn from_data(data: MapData) -> Result<Self, MapAccessError> {
         let map =
             HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err(ENDPOINTS_MAP))?;
         Ok(EndpointMap { map })

@@ -11,7 +11,7 @@ pub type Totals = BTreeMap<&'static str, Counter>;
 
 /// Reads the counters of a running instance from its pinned map.
 pub fn read_pinned(pin_dir: &Path) -> Result<Totals, MapAccessError> {
-    let data = MapData::from_pin(pin_dir.join(METRICS_MAP)).map_err(map_err(METRICS_MAP))?;
+    let data = super::pinned_map(pin_dir, METRICS_MAP)?;
     let map: PerCpuArray<MapData, Counter> =
         PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err(METRICS_MAP))?;
     let mut totals = Totals::new();

@@ -32,3 +32,11 @@ pub enum MapAccessError {
 pub(crate) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> MapAccessError {
     move |source| MapAccessError::Map { map, source }
 }
+
+/// Opens a map another process (the running agent) pinned under `pin_dir`.
+pub fn pinned_map(
+    pin_dir: &std::path::Path,
+    map: &'static str,
+) -> Result<aya::maps::MapData, MapAccessError> {
+    aya::maps::MapData::from_pin(pin_dir.join(map)).map_err(map_err(map))
+}

@@ -30,7 +30,15 @@ fn value(node_ip: Ipv4Addr) -> TunnelEndpoint {
 
 impl TunnelMap {
     pub fn open(datapath: &mut Datapath) -> Result<Self, MapAccessError> {
-        let data = datapath.take_map(TUNNELS_MAP)?;
+        Self::from_data(datapath.take_map(TUNNELS_MAP)?)
+    }
+
+    /// The map of a running agent, for inspection.
+    pub fn open_pinned(pin_dir: &std::path::Path) -> Result<Self, MapAccessError> {
+        Self::from_data(super::pinned_map(pin_dir, TUNNELS_MAP)?)
+    }
+
+    fn from_data(data: MapData) -> Result<Self, MapAccessError> {
         let map = LpmTrie::try_from(aya::maps::Map::LpmTrie(data)).map_err(map_err(TUNNELS_MAP))?;
         Ok(TunnelMap { map })
     }
