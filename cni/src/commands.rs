@@ -340,7 +340,11 @@ async fn gc(
         .host_links_with_prefix(&conf.host_if_prefix)
         .await?
     {
-        if !valid_hosts.contains(&name) && name.len() == conf.host_if_prefix.len() + 8 {
+        // Only names of our shape (prefix + 8 hex digits) are ours to delete.
+        let ours = name
+            .strip_prefix(conf.host_if_prefix.as_str())
+            .is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ours && !valid_hosts.contains(&name) {
             plumbing.delete_host(&name).await?;
         }
     }

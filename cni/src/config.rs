@@ -1,35 +1,31 @@
 //! The plugin's network configuration (stdin) and runtime environment (CNI_* variables),
-//! parsed and validated into one `Invocation`.
+//! parsed and validated into `NetConf` and `Env`.
 use ipnet::Ipv4Net;
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::spec::{CniError, check_version, code};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct IpamConf {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub data_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct NetConf {
     pub cni_version: String,
     pub name: String,
-    #[serde(rename = "type")]
     pub plugin_type: String,
     pub agent_socket: PathBuf,
     pub mtu: u32,
     pub host_if_prefix: String,
     pub ipam: IpamConf,
-    #[serde(default)]
     pub prev_result: Option<Value>,
-    #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
@@ -44,6 +40,57 @@ pub struct ValidAttachment {
 /// Longest host interface prefix: the name is the prefix plus 8 hex digits, at most 15.
 const MAX_PREFIX: usize = 7;
 
+fn invalid(msg: String) -> CniError {
+    CniError::new(code::INVALID_CONFIG, msg)
+}
+
+/// The JSON object at `path` ("" for the top level).
+fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, CniError> {
+    value.as_object().ok_or_else(|| {
+        let what = if path.is_empty() {
+            "network config"
+        } else {
+            path
+        };
+        invalid(format!("{what} must be a json object"))
+    })
+}
+
+/// Field `key` of `object`, decoded; errors name the field by its full path, which serde's
+/// own messages do not ("invalid value: integer `-1`, expected u32").
+fn optional<T: DeserializeOwned>(
+    object: &Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<Option<T>, CniError> {
+    let name = if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    };
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => T::deserialize(value)
+            .map(Some)
+            .map_err(|err| invalid(format!("network config field {name}: {err}"))),
+    }
+}
+
+fn required<T: DeserializeOwned>(
+    object: &Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<T, CniError> {
+    optional(object, path, key)?.ok_or_else(|| {
+        let name = if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        };
+        invalid(format!("network config field {name} is missing"))
+    })
+}
+
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         // Decode to a value first so a syntax error (code 6) is told apart from a
@@ -54,19 +101,33 @@ impl NetConf {
                 format!("network config is not valid json: {err}"),
             )
         })?;
-        let conf: NetConf = serde_json::from_value(value).map_err(|err| {
-            CniError::new(
-                code::INVALID_CONFIG,
-                format!("invalid network config: {err}"),
-            )
-        })?;
+        let top = object(&value, "")?;
+        // The version first: a config of an unknown version is code 1 whatever else it holds.
+        let cni_version: String = required(top, "", "cniVersion")?;
+        check_version(&cni_version)?;
+        let ipam: Value = required(top, "", "ipam")?;
+        let ipam = object(&ipam, "network config field ipam")?;
+        let conf = NetConf {
+            cni_version,
+            name: required(top, "", "name")?,
+            plugin_type: required(top, "", "type")?,
+            agent_socket: required(top, "", "agentSocket")?,
+            mtu: required(top, "", "mtu")?,
+            host_if_prefix: required(top, "", "hostIfPrefix")?,
+            ipam: IpamConf {
+                subnet: required(ipam, "ipam", "subnet")?,
+                gateway: required(ipam, "ipam", "gateway")?,
+                data_dir: required(ipam, "ipam", "dataDir")?,
+            },
+            prev_result: optional(top, "", "prevResult")?,
+            valid_attachments: optional(top, "", "cni.dev/valid-attachments")?,
+        };
         conf.validate()?;
         Ok(conf)
     }
 
     fn validate(&self) -> Result<(), CniError> {
-        check_version(&self.cni_version)?;
-        let invalid = |msg: String| Err(CniError::new(code::INVALID_CONFIG, msg));
+        let invalid = |msg: String| Err(invalid(msg));
         if self.name.is_empty() {
             return invalid("network config field name is empty".into());
         }
@@ -157,9 +218,16 @@ impl Env {
             Command::Add | Command::Check => var("CNI_NETNS")?,
             _ => get("CNI_NETNS").unwrap_or_default(),
         };
-        if needs_attachment
-            && (ifname.len() > 15 || ifname.contains('/') || ifname.contains(char::is_whitespace))
-        {
+        if needs_attachment && !valid_container_id(&container_id) {
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                format!(
+                    "CNI_CONTAINERID {container_id:?} must be an alphanumeric character \
+                     followed by alphanumerics, '_', '.' or '-'"
+                ),
+            ));
+        }
+        if needs_attachment && !valid_ifname(&ifname) {
             return Err(CniError::new(
                 code::INVALID_ENV,
                 format!("CNI_IFNAME {ifname:?} is not a valid interface name"),
@@ -172,6 +240,25 @@ impl Env {
             ifname,
         })
     }
+}
+
+/// The spec's container id grammar; it also keeps the id safe to store as one line of an
+/// IPAM reservation file.
+fn valid_container_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The spec's interface name rules (the kernel's): at most 15 bytes, not `.` or `..`, no
+/// `/`, `:` or whitespace.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// Host-side veth name: the prefix and 8 hex digits of a stable hash of the attachment.
@@ -217,6 +304,15 @@ mod tests {
         assert!(err.msg.contains("gateway"), "{}", err.msg);
         let err = NetConf::parse(CONF.replace(",\"mtu\":1450", "").as_bytes()).unwrap_err();
         assert!(err.msg.contains("mtu"), "{}", err.msg);
+        let err = NetConf::parse(CONF.replace("1450", "-1").as_bytes()).unwrap_err();
+        assert!(err.msg.contains("field mtu"), "{}", err.msg);
+        let err = NetConf::parse(CONF.replace("10.244.1.0/24", "banana").as_bytes()).unwrap_err();
+        assert!(err.msg.contains("field ipam.subnet"), "{}", err.msg);
+        let err = NetConf::parse(br#"{"cniVersion":"1.1.0","ipam":3}"#).unwrap_err();
+        assert_eq!(err.code, code::INVALID_CONFIG);
+        let err = NetConf::parse(b"[]").unwrap_err();
+        assert_eq!(err.code, code::INVALID_CONFIG);
+        assert!(err.msg.contains("json object"), "{}", err.msg);
         let err =
             NetConf::parse(CONF.replace("\"kyn1\"", "\"kyn1-too-long\"").as_bytes()).unwrap_err();
         assert!(err.msg.contains("hostIfPrefix"), "{}", err.msg);
@@ -252,6 +348,26 @@ mod tests {
         assert_eq!(env.netns, "");
         let err = Env::from_vars(vars(&[("CNI_COMMAND", "FROB")])).unwrap_err();
         assert!(err.msg.contains("FROB"));
+        let err = Env::from_vars(vars(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "-bad\nid"),
+            ("CNI_NETNS", "/var/run/netns/p"),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.code, code::INVALID_ENV);
+        assert!(err.msg.contains("CNI_CONTAINERID"), "{}", err.msg);
+        for ifname in ["..", "eth:0", "a-name-longer-than-15"] {
+            let vars = move |name: &str| match name {
+                "CNI_COMMAND" => Some("ADD".to_owned()),
+                "CNI_CONTAINERID" => Some("c1".to_owned()),
+                "CNI_NETNS" => Some("/var/run/netns/p".to_owned()),
+                "CNI_IFNAME" => Some(ifname.to_owned()),
+                _ => None,
+            };
+            let err = Env::from_vars(vars).unwrap_err();
+            assert!(err.msg.contains("CNI_IFNAME"), "{}", err.msg);
+        }
     }
 
     #[test]

@@ -123,18 +123,23 @@ impl Ipam {
         }
         let taken: std::collections::BTreeSet<Ipv4Addr> =
             self.reservations(lock)?.into_iter().map(|r| r.ip).collect();
-        let first = u32::from(self.subnet.network()) + 1;
-        let last = u32::from(self.subnet.broadcast()) - 1;
+        // u64 so that the walk cannot overflow, whatever the subnet's size.
+        let first = u64::from(u32::from(self.subnet.network())) + 1;
+        let last = u64::from(u32::from(self.subnet.broadcast())).saturating_sub(1);
+        if last < first {
+            return Err(IpamError::Exhausted(self.subnet));
+        }
         let cursor_path = self.dir.join(CURSOR_FILE);
         let cursor = std::fs::read_to_string(&cursor_path)
             .ok()
             .and_then(|text| text.trim().parse::<Ipv4Addr>().ok())
-            .map(u32::from)
+            .map(|ip| u64::from(u32::from(ip)))
             .filter(|c| (first..=last).contains(c))
             .unwrap_or(last);
         let size = last - first + 1;
         for step in 1..=size {
-            let candidate = Ipv4Addr::from(first + (cursor - first + step) % size);
+            let offset = (cursor - first + step) % size;
+            let candidate = Ipv4Addr::from(u32::try_from(first + offset).unwrap_or(u32::MAX));
             if candidate == self.gateway || taken.contains(&candidate) {
                 continue;
             }
@@ -211,6 +216,17 @@ mod tests {
         }
         let err = ipam.allocate(&lock, "c5", "eth0").unwrap_err();
         assert_eq!(err.to_string(), "no free address in 10.244.1.0/29");
+    }
+
+    #[test]
+    fn the_largest_subnet_does_not_overflow_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = ipam(dir.path(), "0.0.0.0/0");
+        let lock = ipam.lock().unwrap();
+        assert_eq!(
+            ipam.allocate(&lock, "a", "eth0").unwrap(),
+            Ipv4Addr::new(0, 0, 0, 2)
+        );
     }
 
     #[test]

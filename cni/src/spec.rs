@@ -15,9 +15,12 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
     pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
-    /// Plugin-specific (100+): the address pool of the node is exhausted.
+    /// Plugin-specific (100+): the address pool of the node is exhausted. Not 11: retrying
+    /// does not help until a pod is deleted, and the runtime should say so plainly.
     pub const IPAM_EXHAUSTED: u32 = 100;
-    /// Plugin-specific: the agent refused the endpoint.
+    /// Plugin-specific: the agent answered and refused the endpoint. Unlike an unreachable
+    /// agent (11, try again later) this is a definite answer, and none of the well-known
+    /// codes (2 unsupported field, 5 i/o, 7 invalid config) describes it.
     pub const AGENT_REFUSED: u32 = 101;
 }
 
@@ -76,6 +79,9 @@ pub struct Plumbed {
     pub pod_ifname: String,
     pub pod_mac: String,
     pub netns: String,
+    /// `<ip>/32`: the result states what is configured on the pod interface. The pod has no
+    /// on-link subnet; everything, its node's other pods included, goes through the gateway,
+    /// which the datapath answers for on the host veth.
     pub address: String,
     pub gateway: String,
 }
