@@ -63,11 +63,7 @@ impl Netlink {
             Ok(None) => Ok(None),
             // ENODEV: no such device.
             Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => Ok(None),
-            Err(source) => Err(NetdevError::Netlink {
-                op: "get link",
-                target: name.to_owned(),
-                source,
-            }),
+            Err(source) => Err(netlink_err("get link", name)(source)),
         }
     }
 
@@ -79,13 +75,6 @@ impl Netlink {
         mtu: u32,
         port: u16,
     ) -> Result<LinkSummary, NetdevError> {
-        let err = |op| {
-            move |source| NetdevError::Netlink {
-                op,
-                target: name.to_owned(),
-                source,
-            }
-        };
         match self.link(name).await? {
             Some(link) if !link.is_vxlan => {
                 return Err(NetdevError::WrongKind {
@@ -106,7 +95,7 @@ impl Netlink {
                     .add(message)
                     .execute()
                     .await
-                    .map_err(err("add vxlan"))?;
+                    .map_err(netlink_err("add vxlan", name))?;
             }
         }
         let link = self.link(name).await?.ok_or(NetdevError::WrongKind {
@@ -122,7 +111,7 @@ impl Netlink {
             .set(message)
             .execute()
             .await
-            .map_err(err("set up"))?;
+            .map_err(netlink_err("set up", name))?;
         Ok(link)
     }
 
@@ -136,11 +125,7 @@ impl Netlink {
             .del(link.index)
             .execute()
             .await
-            .map_err(|source| NetdevError::Netlink {
-                op: "delete link",
-                target: name.to_owned(),
-                source,
-            })
+            .map_err(netlink_err("delete link", name))
     }
 
     /// Adds `addr/32` to the device unless it is there already.
@@ -151,15 +136,10 @@ impl Netlink {
             .get()
             .set_link_index_filter(index)
             .execute();
-        while let Some(message) =
-            existing
-                .try_next()
-                .await
-                .map_err(|source| NetdevError::Netlink {
-                    op: "list addresses",
-                    target: format!("ifindex {index}"),
-                    source,
-                })?
+        while let Some(message) = existing
+            .try_next()
+            .await
+            .map_err(netlink_err("list addresses", format!("ifindex {index}")))?
         {
             let present = message
                 .attributes
@@ -174,11 +154,7 @@ impl Netlink {
             .add(index, IpAddr::V4(addr), 32)
             .execute()
             .await
-            .map_err(|source| NetdevError::Netlink {
-                op: "add address",
-                target: addr.to_string(),
-                source,
-            })
+            .map_err(netlink_err("add address", addr.to_string()))
     }
 
     /// Whether a cls_bpf filter sits on the device's ingress (or egress) hook.
@@ -190,15 +166,10 @@ impl Netlink {
             request.egress()
         };
         let mut filters = request.execute();
-        while let Some(filter) =
-            filters
-                .try_next()
-                .await
-                .map_err(|source| NetdevError::Netlink {
-                    op: "list tc filters",
-                    target: format!("ifindex {index}"),
-                    source,
-                })?
+        while let Some(filter) = filters
+            .try_next()
+            .await
+            .map_err(netlink_err("list tc filters", format!("ifindex {index}")))?
         {
             let is_bpf = filter.attributes.iter().any(|attr| {
                 matches!(attr, rtnetlink::packet_route::tc::TcAttribute::Kind(kind) if kind == "bpf")
@@ -221,11 +192,7 @@ impl Netlink {
         while let Some(route) = routes
             .try_next()
             .await
-            .map_err(|source| NetdevError::Netlink {
-                op: "list routes",
-                target: format!("ifindex {index}"),
-                source,
-            })?
+            .map_err(netlink_err("list routes", format!("ifindex {index}")))?
         {
             if route.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
                 continue;
@@ -267,11 +234,7 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|source| NetdevError::Netlink {
-                op: "replace route",
-                target: cidr.to_string(),
-                source,
-            })
+            .map_err(netlink_err("replace route", cidr.to_string()))
     }
 
     pub async fn delete_route(&self, cidr: Ipv4Net, index: u32) -> Result<(), NetdevError> {
@@ -285,12 +248,16 @@ impl Netlink {
             .del(route)
             .execute()
             .await
-            .map_err(|source| NetdevError::Netlink {
-                op: "delete route",
-                target: cidr.to_string(),
-                source,
-            })
+            .map_err(netlink_err("delete route", cidr.to_string()))
     }
+}
+
+fn netlink_err(
+    op: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> NetdevError {
+    let target = target.into();
+    move |source| NetdevError::Netlink { op, target, source }
 }
 
 fn summarize(message: &rtnetlink::packet_route::link::LinkMessage) -> LinkSummary {

@@ -112,12 +112,17 @@ async fn add(
 ) -> Result<Value, CniError> {
     let ipam = ipam(conf);
     let host = host_ifname(&conf.host_if_prefix, &env.container_id, &env.ifname);
-    let existing = {
+    // One lock for find-or-allocate: `allocate` returns the attachment's address if it has one.
+    let (ip, reserved_before) = {
         let lock = ipam.lock()?;
-        ipam.find(&lock, &env.container_id, &env.ifname)?
+        let known = ipam.find(&lock, &env.container_id, &env.ifname)?;
+        match known {
+            Some(ip) => (ip, true),
+            None => (ipam.allocate(&lock, &env.container_id, &env.ifname)?, false),
+        }
     };
     // A repeated ADD of a complete attachment returns what the first one did.
-    if let (Some(ip), Some(host_mac)) = (existing, plumbing.host_mac(&host).await?)
+    if let (true, Some(host_mac)) = (reserved_before, plumbing.host_mac(&host).await?)
         && let Some(pod) = plumbing.pod_side(&env.netns, &env.ifname).await?
         && pod.addresses.contains(&ip)
     {
@@ -129,10 +134,6 @@ async fn add(
             &plumbed,
         ));
     }
-    let ip = {
-        let lock = ipam.lock()?;
-        ipam.allocate(&lock, &env.container_id, &env.ifname)?
-    };
     let host_ref = host.as_str();
     let ipam_ref = &ipam;
     let rollback = |plumbing_done: bool| async move {

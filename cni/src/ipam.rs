@@ -118,11 +118,15 @@ impl Ipam {
         container_id: &str,
         ifname: &str,
     ) -> Result<Ipv4Addr, IpamError> {
-        if let Some(ip) = self.find(lock, container_id, ifname)? {
-            return Ok(ip);
+        let reservations = self.reservations(lock)?;
+        if let Some(known) = reservations
+            .iter()
+            .find(|r| r.container_id == container_id && r.ifname == ifname)
+        {
+            return Ok(known.ip);
         }
         let taken: std::collections::BTreeSet<Ipv4Addr> =
-            self.reservations(lock)?.into_iter().map(|r| r.ip).collect();
+            reservations.into_iter().map(|r| r.ip).collect();
         // u64 so that the walk cannot overflow, whatever the subnet's size.
         let first = u64::from(u32::from(self.subnet.network())) + 1;
         let last = u64::from(u32::from(self.subnet.broadcast())).saturating_sub(1);

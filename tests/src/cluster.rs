@@ -285,10 +285,6 @@ impl Cluster {
         .with_context(|| format!("on {}", self.nodes[index].name))
     }
 
-    pub fn pods_on(&self, index: usize) -> impl Iterator<Item = &Pod> {
-        self.pods.iter().filter(move |pod| pod.node == index)
-    }
-
     /// Datapath counters of node `index`, by reason.
     pub fn counters(&self, index: usize) -> anyhow::Result<kaya_agent::datapath::metrics::Totals> {
         Ok(kaya_agent::datapath::metrics::read_pinned(

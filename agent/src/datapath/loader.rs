@@ -32,7 +32,6 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 pub struct Datapath {
     ebpf: Ebpf,
-    pin_dir: PathBuf,
 }
 
 impl Datapath {
@@ -67,14 +66,7 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
-        Ok(Datapath {
-            ebpf,
-            pin_dir: pin_dir.to_owned(),
-        })
-    }
-
-    pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
+        Ok(Datapath { ebpf })
     }
 
     pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoadError> {

@@ -30,10 +30,6 @@ impl SettingsMap {
             .set(CONFIG_KEY, config, 0)
             .map_err(map_err(CONFIG_MAP))
     }
-
-    pub fn read(&self) -> Result<DatapathConfig, MapAccessError> {
-        self.map.get(&CONFIG_KEY, 0).map_err(map_err(CONFIG_MAP))
-    }
 }
 
 #[cfg(test)]

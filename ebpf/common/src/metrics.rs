@@ -74,16 +74,6 @@ impl Reason {
         }
     }
 
-    pub const fn is_drop(self) -> bool {
-        matches!(
-            self,
-            Reason::DropMalformed
-                | Reason::DropSpoofedSource
-                | Reason::DropNoTunnel
-                | Reason::DropHelperFailed
-        )
-    }
-
     pub fn from_u32(value: u32) -> Option<Reason> {
         Reason::ALL.get(value as usize).copied()
     }
