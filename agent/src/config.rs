@@ -59,6 +59,78 @@ pub struct AgentConfig {
     /// Emit a trace event per forwarding decision.
     #[serde(default)]
     pub trace: bool,
+    #[serde(default)]
+    pub services: ServicesConfig,
+    /// `host:port` to serve Prometheus metrics on; off when absent.
+    #[serde(default)]
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// Service load balancing (the kube-proxy replacement).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// Directory of Service/EndpointSlice manifests (standalone mode).
+    #[serde(default = "default_manifests")]
+    pub manifests: PathBuf,
+    /// How often the manifest directory is rescanned.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Socket-level LB on the cgroup hooks; off leaves translation to the per-packet path.
+    #[serde(default = "default_true", rename = "socketLB")]
+    pub socket_lb: bool,
+    /// cgroup v2 directory the socket programs attach to; the host's cgroup2 root if absent.
+    #[serde(default)]
+    pub cgroup_root: Option<PathBuf>,
+    #[serde(default)]
+    pub map_sizes: MapSizes,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            manifests: default_manifests(),
+            poll_ms: default_poll_ms(),
+            socket_lb: true,
+            cgroup_root: None,
+            map_sizes: MapSizes::default(),
+        }
+    }
+}
+
+/// Capacities of the service maps (applied when the maps are created; pinned maps keep
+/// their size across restarts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MapSizes {
+    pub services: u32,
+    pub backends: u32,
+    pub affinity: u32,
+    pub conntrack: u32,
+    pub sock_rev_nat: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        use kaya_ebpf_common::{ct::CT_MAX, lb};
+        MapSizes {
+            services: lb::SERVICES_MAX,
+            backends: lb::BACKENDS_MAX,
+            affinity: lb::AFFINITY_MAX,
+            conntrack: CT_MAX,
+            sock_rev_nat: lb::SOCK_REVNAT_MAX,
+        }
+    }
+}
+
+fn default_manifests() -> PathBuf {
+    PathBuf::from("/etc/kaya/manifests")
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_mtu() -> u32 {
@@ -127,6 +199,26 @@ impl AgentConfig {
         }
         if self.underlay_mtu < 576 + kaya_ebpf_common::tunnel::VXLAN_OVERHEAD {
             return invalid(format!("underlayMtu {} is too small", self.underlay_mtu));
+        }
+        let sizes = &self.services.map_sizes;
+        for (name, size) in [
+            ("services", sizes.services),
+            ("backends", sizes.backends),
+            ("affinity", sizes.affinity),
+            ("conntrack", sizes.conntrack),
+            ("sockRevNat", sizes.sock_rev_nat),
+        ] {
+            if !(16..=16_777_216).contains(&size) {
+                return invalid(format!(
+                    "services.mapSizes.{name} {size} is outside 16-16777216"
+                ));
+            }
+        }
+        if !(10..=60_000).contains(&self.services.poll_ms) {
+            return invalid(format!(
+                "services.pollMs {} is outside 10-60000",
+                self.services.poll_ms
+            ));
         }
         for peer in &self.peers {
             if !self.cluster_cidr.contains(&peer.pod_cidr) {

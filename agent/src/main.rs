@@ -104,6 +104,8 @@ fn config_from(args: RunArgs) -> anyhow::Result<AgentConfig> {
         state_root: args.state_root,
         bpffs: args.bpffs,
         trace: args.trace,
+        services: Default::default(),
+        metrics_address: None,
     };
     config.validate()?;
     Ok(config)

@@ -16,13 +16,17 @@ use crate::datapath::{
 use crate::endpoint_service::EndpointService;
 use crate::instance::Instance;
 use crate::netdev::{self, Netlink};
-use crate::{cni_conf, endpoint_api, masquerade, registry::Registry, sysctl};
+use crate::services::{
+    NodeView, manifests::ManifestDir, source as service_source, sync::ServiceSync,
+};
+use crate::{cni_conf, endpoint_api, masquerade, prometheus, registry::Registry, sysctl};
 use kaya_ebpf_common::tunnel::VXLAN_PORT;
 
 pub struct Node {
     pub config: AgentConfig,
     pub instance: Instance,
     pub service: Arc<Mutex<EndpointService>>,
+    pub services: Arc<std::sync::Mutex<ServiceSync>>,
 }
 
 impl Node {
@@ -54,10 +58,11 @@ impl Node {
         }
 
         datapath::loader::ensure_bpffs(&config.bpffs)?;
-        let mut datapath = Datapath::load(instance.bpf_dir())?;
+        let mut datapath = Datapath::load_sized(instance.bpf_dir(), &config.services.map_sizes)?;
         spawn_ebpf_logger(&mut datapath);
         SettingsMap::open(&mut datapath)?.write(settings::render(
             overlay.index,
+            0,
             config.node_ip,
             config.trace,
         ))?;
@@ -104,6 +109,8 @@ impl Node {
         )?;
         tracing::info!(path = %conflist.display(), "cni config written");
 
+        let services = start_services(&config, &instance, &mut datapath)?;
+
         let endpoints = EndpointMap::open(&mut datapath)?;
         let mut service = EndpointService {
             node_name: config.node_name.clone(),
@@ -118,6 +125,7 @@ impl Node {
             config,
             instance,
             service: Arc::new(Mutex::new(service)),
+            services,
         })
     }
 
@@ -131,6 +139,15 @@ impl Node {
             "agent ready"
         );
         let server = tokio::spawn(endpoint_api::serve(listener, self.service.clone()));
+        if let Some(address) = self.config.metrics_address {
+            let metrics = tokio::net::TcpListener::bind(address).await?;
+            tracing::info!(%address, "serving prometheus metrics");
+            tokio::spawn(prometheus::serve(
+                metrics,
+                self.services.clone(),
+                self.instance.bpf_dir().to_owned(),
+            ));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -140,6 +157,43 @@ impl Node {
         tracing::info!("agent stopping; datapath stays attached");
         Ok(())
     }
+}
+
+/// Adopts the service maps, programs the manifests found now, attaches (or detaches) the
+/// socket LB, and leaves a thread following the manifest directory.
+fn start_services(
+    config: &AgentConfig,
+    instance: &Instance,
+    datapath: &mut Datapath,
+) -> anyhow::Result<Arc<std::sync::Mutex<ServiceSync>>> {
+    let node = NodeView {
+        name: config.node_name.clone(),
+        addresses: vec![config.node_ip],
+    };
+    let sync = ServiceSync::new(
+        datapath::lb::LbMaps::open(datapath)?,
+        datapath::ct::CtMap::open(datapath)?,
+        node,
+    )?;
+    let sync = Arc::new(std::sync::Mutex::new(sync));
+    let mut source = ManifestDir::new(&config.services.manifests);
+    let in_sync = service_source::scan_and_apply(&mut source, &sync, true);
+    let links_dir = instance.links_dir();
+    if config.services.socket_lb {
+        let cgroup = (config.services.cgroup_root.clone())
+            .unwrap_or_else(datapath::sock_lb::default_cgroup_root);
+        datapath::sock_lb::attach(datapath, &cgroup, &links_dir)?;
+        tracing::info!(cgroup = %cgroup.display(), "socket load balancing attached");
+    } else if datapath::sock_lb::detach(&links_dir)? {
+        tracing::info!("socket load balancing detached (socketLB: false)");
+    }
+    service_source::spawn(
+        source,
+        sync.clone(),
+        std::time::Duration::from_millis(config.services.poll_ms),
+        in_sync,
+    );
+    Ok(sync)
 }
 
 /// Forwards aya-log records from the programs into tracing (via the `log` bridge).

@@ -57,6 +57,8 @@ pub struct Pod {
 pub struct Cluster {
     pub tag: String,
     pub state_root: PathBuf,
+    /// cgroup v2 directory of this cluster; each node's socket LB attaches to a child.
+    pub cgroup: PathBuf,
     pub nodes: Vec<ClusterNode>,
     pub pods: Vec<Pod>,
     pub underlay: TestNetns,
@@ -71,9 +73,14 @@ impl Cluster {
         let state_root = Path::new(STATE_ROOT).join(&tag);
         std::fs::create_dir_all(&state_root)?;
         let underlay = underlay::create(&format!("{tag}-ul"))?;
+        let cgroup = kaya_agent::datapath::sock_lb::default_cgroup_root()
+            .join(format!("{CGROUP_PREFIX}{tag}"));
+        std::fs::create_dir_all(&cgroup)
+            .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
         let mut cluster = Cluster {
             tag: tag.clone(),
             state_root,
+            cgroup,
             nodes: Vec::new(),
             pods: Vec::new(),
             underlay,
@@ -101,7 +108,8 @@ impl Cluster {
         )?;
         let instance = format!("{prefix}{}", index + 1);
         let state_dir = self.state_root.join(&instance);
-        std::fs::create_dir_all(&state_dir)?;
+        std::fs::create_dir_all(state_dir.join("manifests"))?;
+        std::fs::create_dir_all(self.cgroup.join(&instance))?;
         Ok(ClusterNode {
             name,
             instance,
@@ -117,12 +125,15 @@ impl Cluster {
     fn write_config(&self, index: usize) -> anyhow::Result<()> {
         let node = &self.nodes[index];
         let mut yaml = format!(
-            "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\npeers:\n",
+            "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\n\
+             services:\n  manifests: {}\n  pollMs: 50\n  cgroupRoot: {}\npeers:\n",
             node.instance,
             node.name,
             node.ip,
             node.pod_cidr,
-            self.state_root.display()
+            self.state_root.display(),
+            self.manifests_dir(index).display(),
+            self.cgroup.join(&node.instance).display(),
         );
         for (other_index, other) in self.nodes.iter().enumerate() {
             if other_index != index {
@@ -134,6 +145,80 @@ impl Cluster {
         }
         std::fs::write(&node.config_path, yaml)?;
         Ok(())
+    }
+
+    /// Node `index`'s service manifest directory.
+    pub fn manifests_dir(&self, index: usize) -> PathBuf {
+        self.nodes[index]
+            .state_dir(&self.state_root)
+            .join("manifests")
+    }
+
+    /// Writes (replaces) manifest `file` on every node, as the control plane would send
+    /// the same Services and EndpointSlices to all of them. Written atomically.
+    pub fn apply_manifest(&self, file: &str, yaml: &str) -> anyhow::Result<()> {
+        for index in 0..self.nodes.len() {
+            let dir = self.manifests_dir(index);
+            let temp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&temp, yaml)?;
+            std::fs::rename(&temp, dir.join(file))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every node's service map has `frontend` (VIP:port/proto) with exactly
+    /// `backends` backends.
+    pub fn wait_frontend(
+        &self,
+        frontend: &kaya_agent::services::FrontendAddr,
+        backends: u16,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let key = kaya_agent::datapath::lb::table::slot_key(frontend, 0);
+        for node in &self.nodes {
+            loop {
+                let maps = kaya_agent::datapath::lb::LbMaps::open_pinned(&node.bpf_dir())?;
+                let table = maps.read_table()?;
+                if table
+                    .slots
+                    .get(&key)
+                    .is_some_and(|head| head.count == backends)
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} never programmed {frontend} with {backends} backends:\n{}",
+                        node.name,
+                        node.agent_log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs kaya-probe inside pod `pod` (its netns and its node's cgroup) and returns the
+    /// line it printed, whether it succeeded or not.
+    pub fn probe(&self, pod: usize, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.spawn_probe(pod, args)?.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Starts kaya-probe inside pod `pod` with its stdout piped.
+    pub fn spawn_probe(&self, pod: usize, args: &[&str]) -> anyhow::Result<Child> {
+        let pod = &self.pods[pod];
+        let node = &self.nodes[pod.node];
+        let mut command = Command::new(workspace_binary("kaya-probe"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        enter_on_exec(&mut command, &pod.netns.path())?;
+        join_cgroup_on_exec(&mut command, &self.cgroup.join(&node.instance))?;
+        command.spawn().context("running kaya-probe")
     }
 
     pub fn socket_path(&self, index: usize) -> PathBuf {
@@ -313,7 +398,47 @@ impl Drop for Cluster {
             let _ = kaya_agent::datapath::loader::unpin_all(&node.bpf_dir());
         }
         let _ = std::fs::remove_dir_all(&self.state_root);
+        remove_cgroup(&self.cgroup);
     }
+}
+
+/// Prefix of the cgroups test clusters create under the cgroup2 root.
+const CGROUP_PREFIX: &str = "kaya-test-";
+
+/// Removes a cluster cgroup and its node children (each must be empty of processes).
+fn remove_cgroup(path: &Path) {
+    if let Ok(children) = std::fs::read_dir(path) {
+        for child in children.filter_map(Result::ok) {
+            if child.path().is_dir() {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(path);
+}
+
+/// Makes `command` move itself into `cgroup` between fork and exec.
+fn join_cgroup_on_exec(command: &mut Command, cgroup: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())?;
+    // SAFETY: only open/write/close (async-signal-safe) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process itself.
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Three random base-36 characters; instance names are this plus the node number.
@@ -355,5 +480,9 @@ pub fn sweep() {
             }
         }
         let _ = std::fs::remove_dir_all(cluster.path());
+        remove_cgroup(
+            &kaya_agent::datapath::sock_lb::default_cgroup_root()
+                .join(format!("{CGROUP_PREFIX}{name}")),
+        );
     }
 }

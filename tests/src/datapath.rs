@@ -6,9 +6,16 @@ use aya::programs::TestRun;
 use aya::programs::TestRunOptions;
 use ipnet::Ipv4Net;
 use kaya_agent::datapath::{
-    Datapath, endpoints::EndpointMap, metrics, settings, settings::SettingsMap, trace,
+    Datapath,
+    ct::CtMap,
+    endpoints::EndpointMap,
+    lb::{LbMaps, LbTable, SyncReport},
+    metrics, settings,
+    settings::SettingsMap,
+    trace,
     tunnels::TunnelMap,
 };
+use kaya_agent::services::Frontend;
 use kaya_ebpf_common::{endpoint::EndpointInfo, trace::EVENTS_MAP, trace::TraceEvent};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -38,8 +45,14 @@ pub struct TestDatapath {
     datapath: Datapath,
     pub endpoints: EndpointMap,
     pub tunnels: TunnelMap,
+    pub lb: LbMaps,
+    pub lb_table: LbTable,
+    pub ct: CtMap,
     events: RingBuf<MapData>,
 }
+
+/// Uplink ifindex the test programs are told about (lo: test runs never redirect there).
+pub const TEST_UPLINK_IFINDEX: u32 = 1;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -56,17 +69,23 @@ impl TestDatapath {
         let mut datapath = Datapath::load(&pin_dir)?;
         SettingsMap::open(&mut datapath)?.write(settings::render(
             overlay_ifindex,
+            TEST_UPLINK_IFINDEX,
             node_ip,
             true,
         ))?;
         let endpoints = EndpointMap::open(&mut datapath)?;
         let tunnels = TunnelMap::open(&mut datapath)?;
         let events = RingBuf::try_from(Map::RingBuf(datapath.take_map(EVENTS_MAP)?))?;
+        let lb = LbMaps::open(&mut datapath)?;
+        let ct = CtMap::open(&mut datapath)?;
         Ok(TestDatapath {
             pin_dir,
             datapath,
             endpoints,
             tunnels,
+            lb,
+            lb_table: LbTable::default(),
+            ct,
             events,
         })
     }
@@ -80,6 +99,19 @@ impl TestDatapath {
     pub fn set_tunnels(&mut self, tunnels: &[(Ipv4Net, Ipv4Addr)]) {
         let wanted: BTreeMap<_, _> = tunnels.iter().copied().collect();
         self.tunnels.sync(&wanted).expect("tunnel map sync");
+    }
+
+    /// Programs exactly these service frontends, and drops the conntrack entries of
+    /// backends that went away, as the agent does.
+    pub fn set_frontends(&mut self, frontends: &[Frontend]) -> SyncReport {
+        let report = self
+            .lb_table
+            .sync(frontends, &mut self.lb)
+            .expect("service maps accept the frontends");
+        self.ct
+            .purge_backends(&report.removed_backends)
+            .expect("conntrack purge");
+        report
     }
 
     /// Runs `program` once on `packet` as if it arrived on `ifindex`.

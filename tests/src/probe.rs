@@ -187,3 +187,77 @@ pub fn icmp_echo(netns: &Path, dst: Ipv4Addr) -> anyhow::Result<()> {
         bail!("no icmp echo reply from {dst}")
     })?
 }
+
+/// Answers every request on a TCP connection, and every UDP datagram, on `port` with
+/// `name`, so a test can tell which backend a service sent it to.
+pub struct NameServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl NameServer {
+    pub fn start(netns: &Path, port: u16, name: &str) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (tcp_stop, tcp_ready, tcp_name) = (stop.clone(), ready_tx.clone(), name.to_owned());
+        let tcp = spawn_in_netns(netns, move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind name server");
+            listener
+                .set_nonblocking(true)
+                .expect("nonblocking listener");
+            tcp_ready.send(()).ok();
+            while !tcp_stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let name = tcp_name.clone();
+                        // One line back per request line, until the client closes.
+                        std::thread::spawn(move || {
+                            stream.set_nonblocking(false).ok();
+                            let mut request = [0u8; 256];
+                            while let Ok(n) = stream.read(&mut request) {
+                                if n == 0
+                                    || stream.write_all(format!("{name}\n").as_bytes()).is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })?;
+        let (udp_stop, udp_name) = (stop.clone(), name.to_owned());
+        let udp = spawn_in_netns(netns, move || {
+            let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp name server");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .ok();
+            ready_tx.send(()).ok();
+            let mut buf = [0u8; 512];
+            while !udp_stop.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(udp_name.as_bytes(), peer);
+                }
+            }
+        })?;
+        for _ in 0..2 {
+            ready_rx
+                .recv_timeout(TIMEOUT)
+                .context("name server did not start")?;
+        }
+        Ok(NameServer {
+            stop,
+            threads: vec![tcp, udp],
+        })
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}

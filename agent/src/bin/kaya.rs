@@ -1,7 +1,9 @@
 //! kaya: the operator CLI. For now it inspects a node's live datapath (`kaya bpf ...`).
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kaya_agent::datapath::{endpoints::EndpointMap, metrics, tunnels::TunnelMap};
+use kaya_agent::datapath::{
+    ct::CtMap, endpoints::EndpointMap, lb::LbMaps, metrics, tunnels::TunnelMap,
+};
 use kaya_agent::{inspect, instance::Instance};
 use std::path::PathBuf;
 
@@ -34,6 +36,21 @@ enum BpfCommand {
     Tunnels,
     /// Forwarding decision counters (KY_METRICS).
     Metrics,
+    /// Service frontends and their backends (KY_LB_SERVICES, KY_LB_BACKENDS).
+    Lb {
+        #[command(subcommand)]
+        what: ListCommand,
+    },
+    /// Service conntrack entries (KY_CT).
+    Ct {
+        #[command(subcommand)]
+        what: ListCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    List,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +81,23 @@ fn main() -> anyhow::Result<()> {
         ),
         BpfCommand::Metrics => {
             inspect::metrics(&metrics::read_pinned(&pins).with_context(context)?)
+        }
+        BpfCommand::Lb {
+            what: ListCommand::List,
+        } => inspect::lb::services(
+            &LbMaps::open_pinned(&pins)
+                .with_context(context)?
+                .read_table()
+                .with_context(context)?,
+        ),
+        BpfCommand::Ct {
+            what: ListCommand::List,
+        } => {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+            inspect::lb::conntrack(
+                CtMap::open_pinned(&pins).with_context(context)?.entries(),
+                std::time::Duration::from(now),
+            )
         }
     };
     print!("{text}");

@@ -4,6 +4,11 @@ use aya::{Ebpf, EbpfLoader, maps::MapData, programs::SchedClassifier};
 use std::path::{Path, PathBuf};
 
 use super::{EBPF_OBJECT, MapAccessError};
+use crate::config::MapSizes;
+use kaya_ebpf_common::{
+    ct::CT_MAP,
+    lb::{AFFINITY_MAP, BACKENDS_MAP, SERVICES_MAP, SOCK_REVNAT_MAP},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -21,7 +26,7 @@ pub enum LoadError {
         name: &'static str,
         source: Box<aya::programs::ProgramError>,
     },
-    #[error("program {name} is missing from the eBPF object or is not a tc classifier")]
+    #[error("program {name} is missing from the eBPF object or has another type")]
     MissingProgram { name: &'static str },
     #[error(transparent)]
     Map(#[from] MapAccessError),
@@ -37,6 +42,11 @@ pub struct Datapath {
 impl Datapath {
     /// Loads (but does not attach) every program; maps are created or adopted at `pin_dir`.
     pub fn load(pin_dir: &Path) -> Result<Self, LoadError> {
+        Self::load_sized(pin_dir, &MapSizes::default())
+    }
+
+    /// As `load`, creating the service maps with the given capacities.
+    pub fn load_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Self, LoadError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| LoadError::PinDir {
             path: pin_dir.to_owned(),
             source,
@@ -52,6 +62,11 @@ impl Datapath {
         }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
+            .map_max_entries(SERVICES_MAP, sizes.services)
+            .map_max_entries(BACKENDS_MAP, sizes.backends)
+            .map_max_entries(AFFINITY_MAP, sizes.affinity)
+            .map_max_entries(CT_MAP, sizes.conntrack)
+            .map_max_entries(SOCK_REVNAT_MAP, sizes.sock_rev_nat)
             .load(EBPF_OBJECT)
             .map_err(Box::new)?;
         for name in [
@@ -66,11 +81,24 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
+        for name in super::sock_lb::SOCK_PROGRAMS {
+            let program: &mut aya::programs::CgroupSockAddr = (ebpf.program_mut(name))
+                .and_then(|p| p.try_into().ok())
+                .ok_or(LoadError::MissingProgram { name })?;
+            program.load().map_err(|source| LoadError::Program {
+                name,
+                source: Box::new(source),
+            })?;
+        }
         Ok(Datapath { ebpf })
     }
 
     pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoadError> {
         classifier(&mut self.ebpf, name)
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// Takes ownership of a map's data, for the typed wrapper of its family.
@@ -79,6 +107,7 @@ impl Datapath {
         match self.ebpf.take_map(name) {
             Some(
                 Map::HashMap(data)
+                | Map::LruHashMap(data)
                 | Map::LpmTrie(data)
                 | Map::Array(data)
                 | Map::PerCpuArray(data)

@@ -1,10 +1,13 @@
 //! The eBPF dataplane as userspace sees it: loading the embedded object with its maps pinned
 //! per instance, and one module per map family mirroring the programs.
+pub mod ct;
 pub mod endpoints;
+pub mod lb;
 pub mod links;
 pub mod loader;
 pub mod metrics;
 pub mod settings;
+pub mod sock_lb;
 pub mod trace;
 pub mod tunnels;
 

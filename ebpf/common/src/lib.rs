@@ -6,8 +6,10 @@
 #![no_std]
 
 pub mod config;
+pub mod ct;
 pub mod endpoint;
 pub mod identity;
+pub mod lb;
 pub mod metrics;
 pub mod trace;
 pub mod tunnel;
@@ -38,4 +40,14 @@ mod pod_impls {
     unsafe impl aya::Pod for metrics::Counter {}
     unsafe impl aya::Pod for trace::TraceEvent {}
     unsafe impl aya::Pod for tunnel::TunnelEndpoint {}
+    unsafe impl aya::Pod for lb::ServiceKey {}
+    unsafe impl aya::Pod for lb::ServiceValue {}
+    unsafe impl aya::Pod for lb::BackendKey {}
+    unsafe impl aya::Pod for lb::Backend {}
+    unsafe impl aya::Pod for lb::AffinityKey {}
+    unsafe impl aya::Pod for lb::AffinityValue {}
+    unsafe impl aya::Pod for lb::SockRevNatKey {}
+    unsafe impl aya::Pod for lb::SockRevNat {}
+    unsafe impl aya::Pod for ct::CtKey {}
+    unsafe impl aya::Pod for ct::CtEntry {}
 }

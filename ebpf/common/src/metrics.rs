@@ -37,9 +37,27 @@ pub enum Reason {
     HostEncap = 9,
     /// A helper call failed (redirect, tunnel key...).
     DropHelperFailed = 10,
+    /// A packet to a service frontend was translated to a backend (per-packet LB).
+    ServiceTranslated = 11,
+    /// A new connection to a service with no endpoints was refused (TCP RST / ICMP).
+    ServiceRejected = 12,
+    /// A reply was translated back to the service frontend (reverse NAT).
+    ReplyTranslated = 13,
+    /// A conntrack or affinity entry could not be written (map full): the packet was dropped.
+    DropMapFull = 14,
+    /// A service packet was dropped: malformed L4 header or a protocol the path cannot NAT.
+    DropServiceUnsupported = 15,
+    /// A socket's connect()/sendmsg() to a frontend was given a backend (socket LB).
+    SocketTranslated = 16,
+    /// A socket's connect()/sendmsg() to a frontend with no endpoints was refused.
+    SocketRejected = 17,
+    /// A packet from outside the cluster to a node frontend was translated (from_netdev).
+    NodePortTranslated = 18,
+    /// A reply to an outside client was translated and sent out of the uplink.
+    NodePortReply = 19,
 }
 
-pub const REASON_COUNT: u32 = 11;
+pub const REASON_COUNT: u32 = 20;
 /// Size of the metrics array: room to append reasons without a new map version.
 pub const METRICS_MAX: u32 = 64;
 
@@ -56,6 +74,15 @@ impl Reason {
         Reason::DropNoTunnel,
         Reason::HostEncap,
         Reason::DropHelperFailed,
+        Reason::ServiceTranslated,
+        Reason::ServiceRejected,
+        Reason::ReplyTranslated,
+        Reason::DropMapFull,
+        Reason::DropServiceUnsupported,
+        Reason::SocketTranslated,
+        Reason::SocketRejected,
+        Reason::NodePortTranslated,
+        Reason::NodePortReply,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -71,6 +98,15 @@ impl Reason {
             Reason::DropNoTunnel => "drop_no_tunnel",
             Reason::HostEncap => "host_encap",
             Reason::DropHelperFailed => "drop_helper_failed",
+            Reason::ServiceTranslated => "service_translated",
+            Reason::ServiceRejected => "service_rejected",
+            Reason::ReplyTranslated => "reply_translated",
+            Reason::DropMapFull => "drop_map_full",
+            Reason::DropServiceUnsupported => "drop_service_unsupported",
+            Reason::SocketTranslated => "socket_translated",
+            Reason::SocketRejected => "socket_rejected",
+            Reason::NodePortTranslated => "nodeport_translated",
+            Reason::NodePortReply => "nodeport_reply",
         }
     }
 

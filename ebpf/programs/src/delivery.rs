@@ -1,5 +1,5 @@
-//! Traffic leaving a pod: deliver locally with redirect_peer, tunnel to the owning node,
-//! or hand to the kernel (node-bound, or leaving the cluster to be masqueraded).
+//! Traffic leaving a pod: service translation first, then deliver locally with redirect_peer,
+//! tunnel to the owning node, or hand to the kernel (node-bound, or leaving the cluster).
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::bpf_redirect_peer,
@@ -10,13 +10,15 @@ use kaya_ebpf_common::{endpoint::EndpointInfo, metrics::Reason, trace::POINT_FRO
 
 use crate::{
     maps::endpoint,
-    observe::{Decision, record},
+    observe::{Decision, count, record},
     overlay,
     packet::{self, Parsed},
+    reject,
+    translate::{self, Outcome},
 };
 
 pub fn from_pod(ctx: &TcContext) -> i32 {
-    let ip = match packet::parse(ctx) {
+    let mut ip = match packet::parse(ctx) {
         Parsed::Ipv4(ip) => ip,
         Parsed::NotIpv4 => {
             return record(
@@ -53,6 +55,23 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             );
         }
     };
+    match translate::from_pod(ctx, &mut ip) {
+        Outcome::Untouched => {}
+        Outcome::Translated(reason) => count(reason, ctx.len()),
+        Outcome::Reject(ports) => {
+            let verdict = reject::refuse(ctx, &ip, &ports, ingress);
+            return record(
+                ctx,
+                POINT_FROM_POD,
+                Reason::ServiceRejected,
+                decision,
+                verdict,
+            );
+        }
+        Outcome::Drop(reason) => {
+            return record(ctx, POINT_FROM_POD, reason, decision, TC_ACT_SHOT as i32);
+        }
+    }
     if let Some(target) = endpoint(ip.daddr) {
         return deliver_to_endpoint(
             ctx,

@@ -2,13 +2,22 @@
 #![no_std]
 #![no_main]
 
+mod ct;
 mod delivery;
+mod lb;
 mod maps;
+mod nat;
 mod observe;
 mod overlay;
 mod packet;
+mod reject;
+mod sock;
+mod translate;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 
 /// tc ingress on the host side of every pod veth: traffic leaving a pod.
 #[classifier]
@@ -26,6 +35,30 @@ pub fn from_overlay(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn to_overlay(ctx: TcContext) -> i32 {
     overlay::to_overlay(&ctx)
+}
+
+/// cgroup connect4: TCP (and connected UDP) sockets to a service go to a backend directly.
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock::to_backend(&ctx)
+}
+
+/// cgroup sendmsg4: unconnected UDP datagrams to a service go to a backend directly.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::to_backend(&ctx)
+}
+
+/// cgroup recvmsg4: datagrams from a backend show the service as their source.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::to_frontend(&ctx)
+}
+
+/// cgroup getpeername4: a socket connected through a service reports the service.
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::to_frontend(&ctx)
 }
 
 #[cfg(not(test))]

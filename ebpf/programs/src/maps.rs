@@ -1,17 +1,22 @@
 //! Map definitions; names and value layouts come from kaya-ebpf-common.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use kaya_ebpf_common::{
     config::DatapathConfig,
+    ct::{CT_MAX, CtEntry, CtKey},
     endpoint::{ENDPOINTS_MAX, EndpointInfo, EndpointKey},
+    lb::{
+        AFFINITY_MAX, AffinityKey, AffinityValue, BACKENDS_MAX, Backend, BackendKey, SERVICES_MAX,
+        SOCK_REVNAT_MAX, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
+    },
     metrics::{Counter, METRICS_MAX},
     trace::EVENTS_BYTES,
     tunnel::{TUNNELS_MAX, TunnelEndpoint},
 };
 
-#[map(name = "KY_CONFIG_V1")]
+#[map(name = "KY_CONFIG_V2")]
 pub static CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
 
 #[map(name = "KY_ENDPOINTS_V1")]
@@ -40,3 +45,20 @@ pub fn endpoint(ip_be: u32) -> Option<EndpointInfo> {
     // SAFETY: the value is copied out before the map can change it under us.
     unsafe { ENDPOINTS.get(&EndpointKey { ip: ip_be }).copied() }
 }
+
+// Service load balancing; sizes here are defaults the agent can override at load time.
+#[map(name = "KY_LB_SERVICES_V1")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(SERVICES_MAX, 0);
+
+#[map(name = "KY_LB_BACKENDS_V1")]
+pub static BACKENDS: HashMap<BackendKey, Backend> = HashMap::pinned(BACKENDS_MAX, 0);
+
+#[map(name = "KY_LB_AFFINITY_V1")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(AFFINITY_MAX, 0);
+
+#[map(name = "KY_LB_SOCK_REVNAT_V1")]
+pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, SockRevNat> =
+    LruHashMap::pinned(SOCK_REVNAT_MAX, 0);
+
+#[map(name = "KY_CT_V1")]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_MAX, 0);

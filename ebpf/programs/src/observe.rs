@@ -29,9 +29,9 @@ impl Decision {
     }
 }
 
+/// Counts one packet (or socket operation) of `len` bytes under `reason`, without an event.
 #[inline(always)]
-pub fn record(ctx: &TcContext, point: u8, reason: Reason, decision: Decision, verdict: i32) -> i32 {
-    let len = ctx.len();
+pub fn count(reason: Reason, len: u32) {
     if let Some(counter) = METRICS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe {
@@ -39,6 +39,13 @@ pub fn record(ctx: &TcContext, point: u8, reason: Reason, decision: Decision, ve
             (*counter).bytes += u64::from(len);
         }
     }
+}
+
+/// Counts the final decision about a packet and, when tracing, emits its event.
+#[inline(always)]
+pub fn record(ctx: &TcContext, point: u8, reason: Reason, decision: Decision, verdict: i32) -> i32 {
+    let len = ctx.len();
+    count(reason, len);
     if config().flags & FLAG_TRACE != 0 {
         let event = TraceEvent {
             reason: reason as u32,

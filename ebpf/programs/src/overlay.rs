@@ -16,8 +16,9 @@ use kaya_ebpf_common::{
 use crate::{
     delivery::deliver_to_endpoint,
     maps::{TUNNELS, config, endpoint},
-    observe::{Decision, record},
+    observe::{Decision, count, record},
     packet::{self, Parsed},
+    translate::{self, Outcome},
 };
 
 const PACKET_HOST: u32 = 0;
@@ -91,7 +92,7 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
     } else {
         decision.vni = IDENTITY_UNKNOWN;
     }
-    let ip = match packet::parse(ctx) {
+    let mut ip = match packet::parse(ctx) {
         Parsed::Ipv4(ip) => ip,
         Parsed::NotIpv4 => {
             return record(
@@ -117,6 +118,19 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
         tunnel_remote: decision.tunnel_remote,
         ..Decision::about(&ip)
     };
+    match translate::from_overlay(ctx, &mut ip) {
+        Outcome::Untouched | Outcome::Reject(_) => {}
+        Outcome::Translated(reason) => count(reason, ctx.len()),
+        Outcome::Drop(reason) => {
+            return record(
+                ctx,
+                POINT_FROM_OVERLAY,
+                reason,
+                decision,
+                TC_ACT_SHOT as i32,
+            );
+        }
+    }
     if let Some(target) = endpoint(ip.daddr) {
         return deliver_to_endpoint(
             ctx,

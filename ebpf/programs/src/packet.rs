@@ -1,9 +1,18 @@
-//! Bounds-checked parsing of the Ethernet and IPv4 headers every program starts from.
+//! Bounds-checked parsing of the Ethernet, IPv4 and L4 port headers every program starts from.
 use aya_ebpf::programs::TcContext;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const IPV4_MIN_HLEN: u32 = 20;
+/// Offsets of IPv4 header fields from the start of the frame.
+pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
+pub const IP_DADDR_OFF: usize = ETH_HLEN + 16;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
 
 /// What the programs need of an IPv4 packet; addresses stay in network byte order.
 #[derive(Clone, Copy)]
@@ -11,6 +20,12 @@ pub struct Ipv4Summary {
     pub saddr: u32,
     pub daddr: u32,
     pub protocol: u8,
+    /// Offset of the L4 header from the start of the frame (options included).
+    pub l4_offset: u32,
+    /// Length of the IP datagram per its header.
+    pub total_len: u32,
+    /// Not the first fragment: no L4 header to read.
+    pub later_fragment: bool,
 }
 
 pub enum Parsed {
@@ -43,9 +58,60 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     if version != 4 || header_len < IPV4_MIN_HLEN || total_len < header_len || total_len > l3_len {
         return Parsed::Malformed;
     }
+    let fragment_offset = u16::from_be_bytes([first[6], first[7]]) & 0x1fff;
     Parsed::Ipv4(Ipv4Summary {
         protocol: first[9],
         saddr: u32::from_ne_bytes([first[12], first[13], first[14], first[15]]),
         daddr: u32::from_ne_bytes([first[16], first[17], first[18], first[19]]),
+        l4_offset: ETH_HLEN as u32 + header_len,
+        total_len,
+        later_fragment: fragment_offset != 0,
+    })
+}
+
+/// The ports of a TCP, UDP or SCTP header (network byte order) and where its checksum is.
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub sport: u16,
+    pub dport: u16,
+    /// Offset of the L4 checksum from the start of the frame; 0 for SCTP (CRC32c, not
+    /// incrementally updatable).
+    pub csum_offset: u32,
+}
+
+pub enum L4 {
+    Ports(Ports),
+    /// ICMP, a later fragment, or another protocol: nothing to translate by port.
+    NoPorts,
+    Malformed,
+}
+
+/// Reads the L4 ports of `ip`; a port header cut short by the datagram's end is malformed.
+#[inline(always)]
+pub fn ports(ctx: &TcContext, ip: &Ipv4Summary) -> L4 {
+    let (header_len, csum_field) = match ip.protocol {
+        IPPROTO_TCP => (20, 16),
+        IPPROTO_UDP => (8, 6),
+        IPPROTO_SCTP => (12, 0),
+        _ => return L4::NoPorts,
+    };
+    if ip.later_fragment {
+        return L4::NoPorts;
+    }
+    let l3_header = ip.l4_offset - ETH_HLEN as u32;
+    if ip.total_len < l3_header + header_len {
+        return L4::Malformed;
+    }
+    let Ok(ports) = ctx.load::<[u16; 2]>(ip.l4_offset as usize) else {
+        return L4::Malformed;
+    };
+    L4::Ports(Ports {
+        sport: ports[0],
+        dport: ports[1],
+        csum_offset: if csum_field == 0 {
+            0
+        } else {
+            ip.l4_offset + csum_field
+        },
     })
 }

@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 
 use crate::datapath::metrics::Totals;
 
+pub mod lb;
+
 fn mac(bytes: &[u8; 6]) -> String {
     bytes
         .iter()

@@ -1,0 +1,282 @@
+//! Standalone source of services: a directory of YAML/JSON manifests (Service v1,
+//! discovery.k8s.io/v1 EndpointSlice, List), rescanned for changes. A file that fails to
+//! parse keeps its last good objects, so a typo never removes a working service.
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use super::catalog::{Catalog, ServiceDef, SliceDef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("reading manifest directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {document}: {message}")]
+    Document {
+        path: PathBuf,
+        /// 1-based, as editors count `---` separated documents.
+        document: usize,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Service(ServiceDef),
+    Slice(SliceDef),
+}
+
+struct FileState {
+    digest: u64,
+    objects: Vec<Parsed>,
+}
+
+pub struct ManifestDir {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+/// What a rescan found.
+#[derive(Debug, Default)]
+pub struct Rescan {
+    /// Objects were added, changed or removed.
+    pub changed: bool,
+    /// Problems in files that changed since the last scan (each reported once).
+    pub errors: Vec<ManifestError>,
+}
+
+impl ManifestDir {
+    pub fn new(dir: &Path) -> Self {
+        ManifestDir {
+            dir: dir.to_owned(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn rescan(&mut self) -> Result<Rescan, ManifestError> {
+        let dir_err = |source| ManifestError::Dir {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut present = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            other => other
+                .map_err(dir_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(dir_err)?,
+        };
+        for entry in entries {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // Editors' swap and backup files are dotfiles; kubelet skips them too.
+            let wanted = !name.starts_with('.')
+                && [".yaml", ".yml", ".json"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext));
+            if wanted && entry.path().is_file() {
+                present.push(entry.path());
+            }
+        }
+        present.sort();
+        let mut rescan = Rescan::default();
+        let before = self.files.len();
+        self.files.retain(|path, _| present.contains(path));
+        rescan.changed |= self.files.len() != before;
+        for path in present {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(source) => {
+                    rescan.errors.push(ManifestError::Read { path, source });
+                    continue;
+                }
+            };
+            let digest = digest(&text);
+            if self.files.get(&path).is_some_and(|f| f.digest == digest) {
+                continue;
+            }
+            match parse_file(&path, &text) {
+                Ok(objects) => {
+                    rescan.changed = true;
+                    self.files.insert(path, FileState { digest, objects });
+                }
+                Err(err) => {
+                    rescan.errors.push(err);
+                    // Remember the digest so the same broken content is reported once; the
+                    // objects stay those of the last good version.
+                    let objects = self
+                        .files
+                        .remove(&path)
+                        .map(|f| f.objects)
+                        .unwrap_or_default();
+                    self.files.insert(path, FileState { digest, objects });
+                }
+            }
+        }
+        Ok(rescan)
+    }
+
+    /// Every object of every file; a later file's object replaces an earlier one's.
+    pub fn catalog(&self) -> Catalog {
+        let mut catalog = Catalog::default();
+        for object in self.files.values().flat_map(|f| &f.objects) {
+            match object {
+                Parsed::Service(def) => catalog.upsert_service(def.clone()),
+                Parsed::Slice(def) => catalog.upsert_slice(def.clone()),
+            }
+        }
+        catalog
+    }
+}
+
+fn digest(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Every Service and EndpointSlice of a multi-document file; other kinds are left to the
+/// components that own them.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Parsed>, ManifestError> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let fail = |message: String| ManifestError::Document {
+            path: path.to_owned(),
+            document: index + 1,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| fail(e.to_string()))?;
+        parse_value(value, &mut objects).map_err(fail)?;
+    }
+    Ok(objects)
+}
+
+use serde::Deserialize;
+
+fn parse_value(value: serde_yaml::Value, out: &mut Vec<Parsed>) -> Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+        return Err("apiVersion and kind are required".into());
+    };
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => {
+            let service: Service =
+                serde_yaml::from_value(value).map_err(|e| format!("Service: {e}"))?;
+            let def = ServiceDef::from_k8s(&service).map_err(|e| e.to_string())?;
+            out.push(Parsed::Service(def));
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let slice: EndpointSlice =
+                serde_yaml::from_value(value).map_err(|e| format!("EndpointSlice: {e}"))?;
+            let def = SliceDef::from_k8s(&slice).map_err(|e| e.to_string())?;
+            out.push(Parsed::Slice(def));
+        }
+        ("v1", "List") => {
+            let items = value.get("items").and_then(|v| v.as_sequence()).cloned();
+            for (index, item) in items.into_iter().flatten().enumerate() {
+                parse_value(item, out).map_err(|e| format!("items[{index}]: {e}"))?;
+            }
+        }
+        (_, "Service" | "EndpointSlice") => {
+            return Err(format!("{kind}: unsupported apiVersion {api_version:?}"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: [10.244.1.2]}]
+";
+
+    #[test]
+    fn multi_document_files_yield_services_and_slices_only() {
+        let objects = parse_file(Path::new("web.yaml"), GOOD).unwrap();
+        assert_eq!(objects.len(), 2);
+        assert!(matches!(objects[0], Parsed::Service(_)));
+        assert!(matches!(objects[1], Parsed::Slice(_)));
+    }
+
+    #[test]
+    fn errors_name_the_file_document_and_field() {
+        let bad = GOOD.replace("clusterIP: 10.96.0.10", "clusterIP: 10.96.0.999");
+        let err = parse_file(Path::new("web.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("web.yaml: document 1"), "{err}");
+        assert!(err.contains("spec.clusterIP"), "{err}");
+        let bad = GOOD.replace("ports: [{port: 8080}]", "ports: [{port: 99999}]");
+        let err = parse_file(Path::new("web.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 3") && err.contains("ports[0].port"),
+            "{err}"
+        );
+        let bad = GOOD.replace("ports: [{port: 80}]", "ports: [{port: eighty}]");
+        let err = parse_file(Path::new("web.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 1") && err.contains("Service"),
+            "{err}"
+        );
+        let err = parse_file(Path::new("x.yaml"), "kind: Service\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apiVersion"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_edit_keeps_the_last_good_objects_and_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        std::fs::write(dir.path().join(".web.yaml.swp"), "garbage: [").unwrap();
+        let mut source = ManifestDir::new(dir.path());
+        let scan = source.rescan().unwrap();
+        assert!(scan.changed && scan.errors.is_empty());
+        assert_eq!(source.catalog().services.len(), 1);
+
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nspec: [").unwrap();
+        let scan = source.rescan().unwrap();
+        assert_eq!(scan.errors.len(), 1, "{:?}", scan.errors);
+        assert_eq!(source.catalog().services.len(), 1, "last good service kept");
+        assert!(source.rescan().unwrap().errors.is_empty(), "reported once");
+
+        std::fs::remove_file(&file).unwrap();
+        assert!(source.rescan().unwrap().changed);
+        assert!(source.catalog().services.is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! Kubernetes Services as the datapath needs them: a catalog of validated Service and
+//! EndpointSlice objects (fed by any source: the manifest directory today, the control-plane
+//! stream later), and the per-node plan of frontends and backends made from it.
+pub mod catalog;
+pub mod frontend;
+pub mod manifests;
+pub mod plan;
+pub mod source;
+pub mod sync;
+
+pub use catalog::{Catalog, InvalidObject, ObjectName};
+pub use frontend::{BackendAddr, Frontend, FrontendAddr, FrontendKind, Protocol};
+pub use plan::{NodeView, plan};

@@ -1,0 +1,110 @@
+//! kaya-probe: a client the cluster tests start inside a pod (its network namespace and its
+//! node's cgroup, so the socket-level service hooks apply). Prints one line per result.
+//!
+//!   kaya-probe tcp ADDR:PORT        one request; `ok name=<backend> peer=<getpeername>`
+//!   kaya-probe udp ADDR:PORT        one datagram; `ok name=<backend> from=<source>`
+//!   kaya-probe loop ADDR:PORT MS    new connection per request for MS milliseconds;
+//!                                   `done ok=<n> failed=<n> names=<a,b> first_error=<e>`
+//! Failures print `err errno=<n> elapsed_us=<t> <message>` and exit 1.
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn tcp_request(target: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    let mut stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
+    let peer = stream.peer_addr()?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.write_all(b"who\n")?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        answer.push(byte[0]);
+    }
+    if answer.is_empty() {
+        return Err(std::io::Error::other("empty answer"));
+    }
+    Ok((String::from_utf8_lossy(&answer).into_owned(), peer))
+}
+
+fn fail(started: Instant, err: &std::io::Error) -> ! {
+    println!(
+        "err errno={} elapsed_us={} {err}",
+        err.raw_os_error().unwrap_or(0),
+        started.elapsed().as_micros()
+    );
+    std::process::exit(1);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(mode), Some(target)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: kaya-probe tcp|udp|loop ADDR:PORT [MS]");
+        std::process::exit(2);
+    };
+    let Ok(target) = target.parse::<SocketAddr>() else {
+        eprintln!("kaya-probe: {target:?} is not ADDR:PORT");
+        std::process::exit(2);
+    };
+    let started = Instant::now();
+    match mode.as_str() {
+        "tcp" => match tcp_request(target) {
+            Ok((name, peer)) => println!("ok name={name} peer={peer}"),
+            Err(err) => fail(started, &err),
+        },
+        "udp" => {
+            let result = (|| -> std::io::Result<(String, SocketAddr)> {
+                let socket = UdpSocket::bind("0.0.0.0:0")?;
+                socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+                let mut buf = [0u8; 512];
+                let mut last = std::io::Error::other("no answer");
+                for _ in 0..3 {
+                    socket.send_to(b"who", target)?;
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            return Ok((String::from_utf8_lossy(&buf[..n]).trim().into(), from));
+                        }
+                        Err(err) => last = err,
+                    }
+                }
+                Err(last)
+            })();
+            match result {
+                Ok((name, from)) => println!("ok name={name} from={from}"),
+                Err(err) => fail(started, &err),
+            }
+        }
+        "loop" => {
+            let millis: u64 = args.get(2).and_then(|m| m.parse().ok()).unwrap_or(1000);
+            let deadline = started + Duration::from_millis(millis);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let mut names = BTreeSet::new();
+            let mut first_error = String::from("none");
+            while Instant::now() < deadline {
+                match tcp_request(target) {
+                    Ok((name, _)) => {
+                        ok += 1;
+                        names.insert(name);
+                    }
+                    Err(err) => {
+                        if failed == 0 {
+                            first_error = err.to_string().replace(' ', "_");
+                        }
+                        failed += 1;
+                    }
+                }
+            }
+            let names: Vec<_> = names.into_iter().collect();
+            println!(
+                "done ok={ok} failed={failed} names={} first_error={first_error}",
+                names.join(",")
+            );
+        }
+        other => {
+            eprintln!("kaya-probe: unknown mode {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
