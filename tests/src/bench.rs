@@ -50,9 +50,22 @@ impl BenchReport {
         unit: &str,
         higher_is_better: bool,
     ) {
+        self.push_scaled(case, 0, implementation, value, unit, higher_is_better);
+    }
+
+    /// A figure measured at a size (services, rules, pods...).
+    pub fn push_scaled(
+        &mut self,
+        case: &str,
+        scale: u64,
+        implementation: &str,
+        value: f64,
+        unit: &str,
+        higher_is_better: bool,
+    ) {
         self.results.push(BenchResult {
             case: case.to_owned(),
-            scale: 0,
+            scale,
             implementation: implementation.to_owned(),
             value,
             unit: unit.to_owned(),
@@ -70,11 +83,11 @@ impl BenchReport {
 
     /// The human-readable table: one row per case, one column per implementation.
     pub fn table(&self) -> String {
-        let mut cases: Vec<&str> = Vec::new();
+        let mut cases: Vec<(&str, u64)> = Vec::new();
         let mut impls: Vec<&str> = Vec::new();
         for r in &self.results {
-            if !cases.contains(&r.case.as_str()) {
-                cases.push(&r.case);
+            if !cases.contains(&(r.case.as_str(), r.scale)) {
+                cases.push((&r.case, r.scale));
             }
             if !impls.contains(&r.implementation.as_str()) {
                 impls.push(&r.implementation);
@@ -82,18 +95,23 @@ impl BenchReport {
         }
         let mut out = format!("{:<24}", "case");
         for i in &impls {
-            out += &format!("{i:>16}");
+            out += &format!("{i:>22}");
         }
         out.push('\n');
-        for case in cases {
-            out += &format!("{case:<24}");
+        for (case, scale) in cases {
+            let label = if scale == 0 {
+                case.to_owned()
+            } else {
+                format!("{case}@{scale}")
+            };
+            out += &format!("{label:<24}");
             for i in &impls {
                 let cell = self
                     .results
                     .iter()
-                    .find(|r| r.case == case && r.implementation == *i)
+                    .find(|r| r.case == case && r.scale == scale && r.implementation == *i)
                     .map_or("-".to_owned(), |r| format!("{:.2}", r.value));
-                out += &format!("{cell:>16}");
+                out += &format!("{cell:>22}");
             }
             out.push('\n');
         }

@@ -12,6 +12,8 @@ pub mod cluster;
 pub mod cni_exec;
 pub mod cni_invoke;
 pub mod datapath;
+pub mod kube_proxy;
 pub mod netns;
 pub mod probe;
+pub mod services_bench;
 pub mod underlay;

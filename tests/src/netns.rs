@@ -51,6 +51,14 @@ impl TestNetns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// Runs a program inside this namespace (entered between fork and exec) for its stdout.
+    pub fn run_command(&self, argv: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new(argv[0]);
+        command.args(&argv[1..]);
+        enter_on_exec(&mut command, &self.path())?;
+        run(&mut command)
+    }
+
     /// Runs `f` on a thread that has entered this namespace; sockets it creates stay here.
     pub fn run<T: Send + 'static>(
         &self,

@@ -80,6 +80,8 @@ pub struct SliceDef {
 pub struct Catalog {
     pub services: BTreeMap<ObjectName, ServiceDef>,
     pub slices: BTreeMap<ObjectName, SliceDef>,
+    /// Slice names by the service they belong to, so planning is linear in the catalog.
+    slices_by_service: BTreeMap<ObjectName, std::collections::BTreeSet<ObjectName>>,
 }
 
 impl Catalog {
@@ -87,17 +89,31 @@ impl Catalog {
         self.services.insert(def.name.clone(), def);
     }
     pub fn upsert_slice(&mut self, def: SliceDef) {
+        self.remove_slice(&def.name.clone());
+        (self
+            .slices_by_service
+            .entry(def.service.clone())
+            .or_default())
+        .insert(def.name.clone());
         self.slices.insert(def.name.clone(), def);
     }
     pub fn remove_service(&mut self, name: &ObjectName) {
         self.services.remove(name);
     }
     pub fn remove_slice(&mut self, name: &ObjectName) {
-        self.slices.remove(name);
+        if let Some(old) = self.slices.remove(name)
+            && let Some(names) = self.slices_by_service.get_mut(&old.service)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.slices_by_service.remove(&old.service);
+            }
+        }
     }
     /// Slices that belong to `service`.
     pub fn slices_of<'a>(&'a self, service: &'a ObjectName) -> impl Iterator<Item = &'a SliceDef> {
-        self.slices.values().filter(move |s| &s.service == service)
+        (self.slices_by_service.get(service).into_iter().flatten())
+            .filter_map(|name| self.slices.get(name))
     }
 }
 

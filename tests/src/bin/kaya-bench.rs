@@ -215,6 +215,15 @@ fn net(plan: &Plan) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
+/// Service load balancing: programming time for kaya and kube-proxy's two modes. (The
+/// connection-rate and throughput cases are not measured yet.)
+fn services(quick: bool) -> anyhow::Result<BenchReport> {
+    let mut report = BenchReport::new("services");
+    let repetitions = if quick { 1 } else { 3 };
+    kaya_tests::services_bench::program_time(&mut report, &[1, 1000, 10000], repetitions)?;
+    Ok(report)
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -225,7 +234,8 @@ fn main() -> anyhow::Result<()> {
     let plan = Plan::new(quick);
     let report = match suite.as_str() {
         "net" => net(&plan)?,
-        other => bail!("unknown suite {other:?} (suites: net)"),
+        "services" => services(quick)?,
+        other => bail!("unknown suite {other:?} (suites: net, services)"),
     };
     println!("{}", report.table());
     let dir = std::env::var_os("KAYA_BENCH_DIR")
