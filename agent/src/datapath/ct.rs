@@ -1,11 +1,11 @@
 //! KY_CT: the service conntrack table (LRU): listing for inspection, and removal of the
 //! entries of backends that are gone.
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::maps::{HashMap, Map, MapData};
 use kaya_ebpf_common::ct::{CT_MAP, CtEntry, CtKey};
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{Datapath, MapAccessError, map_err};
+use super::{Datapath, MapAccessError, ignore_missing, map_err};
 
 pub struct CtMap {
     map: HashMap<MapData, CtKey, CtEntry>,
@@ -40,11 +40,8 @@ impl CtMap {
             .map(|(key, _)| key)
             .collect();
         for key in &stale {
-            match self.map.remove(key) {
-                // The LRU may have evicted it meanwhile.
-                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-                Err(err) => return Err(map_err(CT_MAP)(err)),
-            }
+            // The LRU may have evicted it meanwhile.
+            ignore_missing(self.map.remove(key)).map_err(map_err(CT_MAP))?;
         }
         Ok(stale.len())
     }

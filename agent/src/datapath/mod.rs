@@ -36,6 +36,16 @@ pub(crate) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> MapA
     move |source| MapAccessError::Map { map, source }
 }
 
+/// A delete of an entry that is already gone (an LRU eviction, a concurrent delete) is fine.
+pub(crate) fn ignore_missing(
+    result: Result<(), aya::maps::MapError>,
+) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound | aya::maps::MapError::ElementNotFound) => Ok(()),
+        other => other,
+    }
+}
+
 /// Opens a map another process (the running agent) pinned under `pin_dir`.
 pub fn pinned_map(
     pin_dir: &std::path::Path,

@@ -10,7 +10,7 @@ use kaya_ebpf_common::lb::{
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{Datapath, MapAccessError, map_err};
+use super::{Datapath, MapAccessError, ignore_missing, map_err};
 pub use table::{LbStore, LbTable, SyncReport, TableError};
 
 /// Live handles of the service maps.
@@ -92,10 +92,7 @@ impl LbMaps {
             .map(|(key, _)| key)
             .collect();
         for key in &stale {
-            match self.affinity.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-                Err(err) => return Err(map_err(AFFINITY_MAP)(err)),
-            }
+            ignore_missing(self.affinity.remove(key)).map_err(map_err(AFFINITY_MAP))?;
         }
         Ok(stale.len())
     }
@@ -128,13 +125,6 @@ fn write_error(
             operation,
             source: std::io::Error::other(other.to_string()),
         },
-    }
-}
-
-fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(()),
-        other => other,
     }
 }
 
