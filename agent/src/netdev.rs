@@ -157,6 +157,32 @@ impl Netlink {
             .map_err(netlink_err("add address", addr.to_string()))
     }
 
+    pub async fn link_name(&self, index: u32) -> Result<Option<String>, NetdevError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(message) => Ok(message.map(|m| summarize(&m).name)),
+            Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => Ok(None),
+            Err(source) => Err(netlink_err("get link", format!("ifindex {index}"))(source)),
+        }
+    }
+
+    /// The interface holding `addr` (the node's uplink, found by the node IP).
+    pub async fn interface_with_address(&self, addr: Ipv4Addr) -> Result<Option<u32>, NetdevError> {
+        let mut addresses = self.handle.address().get().execute();
+        while let Some(message) = addresses
+            .try_next()
+            .await
+            .map_err(netlink_err("list addresses", addr.to_string()))?
+        {
+            let holds = (message.attributes.iter())
+                .any(|attr| matches!(attr, AddressAttribute::Address(IpAddr::V4(a)) if *a == addr));
+            if holds {
+                return Ok(Some(message.header.index));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether a cls_bpf filter sits on the device's ingress (or egress) hook.
     pub async fn has_bpf_filter(&self, index: u32, ingress: bool) -> Result<bool, NetdevError> {
         let request = self.handle.traffic_filter(index as i32).get();

@@ -7,7 +7,7 @@ use tokio::sync::Mutex;
 
 use crate::config::AgentConfig;
 use crate::datapath::{
-    self, Datapath, PROG_FROM_OVERLAY, PROG_TO_OVERLAY,
+    self, Datapath, PROG_FROM_NETDEV, PROG_FROM_OVERLAY, PROG_TO_OVERLAY,
     endpoints::EndpointMap,
     links::{self, Direction},
     settings::{self, SettingsMap},
@@ -60,10 +60,16 @@ impl Node {
         datapath::loader::ensure_bpffs(&config.bpffs)?;
         let mut datapath = Datapath::load_sized(instance.bpf_dir(), &config.services.map_sizes)?;
         spawn_ebpf_logger(&mut datapath);
+        // NodePorts are served on the interface holding the node IP.
+        let uplink = netlink.interface_with_address(config.node_ip).await?;
+        if uplink.is_none() {
+            tracing::warn!(node_ip = %config.node_ip, "no interface holds the node IP: NodePorts are not served from outside");
+        }
         SettingsMap::open(&mut datapath)?.write(settings::render(
             overlay.index,
-            0,
+            uplink.unwrap_or(0),
             config.node_ip,
+            config.gateway(),
             config.trace,
         ))?;
         let tunnels: BTreeMap<_, _> = config
@@ -90,6 +96,26 @@ impl Node {
                 device = overlay_name,
                 ?how,
                 "overlay program attached"
+            );
+        }
+        if let Some(uplink) = uplink {
+            let name = netlink
+                .link_name(uplink)
+                .await?
+                .unwrap_or_else(|| format!("ifindex {uplink}"));
+            let pin = links::pin_path(&links_dir, PROG_FROM_NETDEV, Direction::Ingress, uplink);
+            let how = links::attach_pinned(
+                datapath.program(PROG_FROM_NETDEV)?,
+                PROG_FROM_NETDEV,
+                &name,
+                Direction::Ingress,
+                &pin,
+            )?;
+            tracing::info!(
+                program = PROG_FROM_NETDEV,
+                device = name,
+                ?how,
+                "uplink program attached"
             );
         }
         if config.trace {

@@ -173,30 +173,38 @@ impl Cluster {
         frontend: &kaya_agent::services::FrontendAddr,
         backends: u16,
     ) -> anyhow::Result<()> {
+        (0..self.nodes.len()).try_for_each(|index| self.wait_frontend_on(index, frontend, backends))
+    }
+
+    /// Waits until node `index`'s service map has `frontend` with exactly `backends` backends.
+    pub fn wait_frontend_on(
+        &self,
+        index: usize,
+        frontend: &kaya_agent::services::FrontendAddr,
+        backends: u16,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let key = kaya_agent::datapath::lb::table::slot_key(frontend, 0);
-        for node in &self.nodes {
-            loop {
-                let maps = kaya_agent::datapath::lb::LbMaps::open_pinned(&node.bpf_dir())?;
-                let table = maps.read_table()?;
-                if table
-                    .slots
-                    .get(&key)
-                    .is_some_and(|head| head.count == backends)
-                {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{} never programmed {frontend} with {backends} backends:\n{}",
-                        node.name,
-                        node.agent_log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let node = &self.nodes[index];
+        loop {
+            let maps = kaya_agent::datapath::lb::LbMaps::open_pinned(&node.bpf_dir())?;
+            let table = maps.read_table()?;
+            if table
+                .slots
+                .get(&key)
+                .is_some_and(|head| head.count == backends)
+            {
+                return Ok(());
             }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} never programmed {frontend} with {backends} backends:\n{}",
+                    node.name,
+                    node.agent_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 
     /// Runs kaya-probe inside pod `pod` (its netns and its node's cgroup) and returns the

@@ -53,6 +53,8 @@ pub struct TestDatapath {
 
 /// Uplink ifindex the test programs are told about (lo: test runs never redirect there).
 pub const TEST_UPLINK_IFINDEX: u32 = 1;
+/// The node's pod gateway in packet tests: outside clients of node frontends are SNATed to it.
+pub const TEST_SNAT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -71,6 +73,7 @@ impl TestDatapath {
             overlay_ifindex,
             TEST_UPLINK_IFINDEX,
             node_ip,
+            TEST_SNAT_IP,
             true,
         ))?;
         let endpoints = EndpointMap::open(&mut datapath)?;

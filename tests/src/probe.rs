@@ -188,8 +188,9 @@ pub fn icmp_echo(netns: &Path, dst: Ipv4Addr) -> anyhow::Result<()> {
     })?
 }
 
-/// Answers every request on a TCP connection, and every UDP datagram, on `port` with
-/// `name`, so a test can tell which backend a service sent it to.
+/// Answers every request on a TCP connection with `<name> client=<peer>`, and every UDP
+/// datagram with `name`, so a test can tell which backend a service sent it to and what
+/// source address reached it.
 pub struct NameServer {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -208,8 +209,9 @@ impl NameServer {
             tcp_ready.send(()).ok();
             while !tcp_stop.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let name = tcp_name.clone();
+                    Ok((mut stream, peer)) => {
+                        // The client address as the backend sees it (source preservation).
+                        let name = format!("{tcp_name} client={peer}");
                         // One line back per request line, until the client closes.
                         std::thread::spawn(move || {
                             stream.set_nonblocking(false).ok();

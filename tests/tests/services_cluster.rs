@@ -123,7 +123,12 @@ fn ask_via_tc(cluster: &Cluster, client: usize, vip: Ipv4Addr) -> anyhow::Result
             stream.write_all(b"who\n")?;
             let mut name = String::new();
             BufReader::new(stream).read_line(&mut name)?;
-            Ok(name.trim().to_owned())
+            // The answer is `<name> client=<addr>`.
+            Ok(name
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned())
         },
     )?
 }
@@ -248,7 +253,10 @@ fn removed_endpoints_get_no_new_connections_and_others_keep_theirs() {
             let ok = stream.write_all(b"who\n").is_ok() && reader.read_line(&mut name).is_ok();
             to_test
                 .send(if ok {
-                    name.trim().to_owned()
+                    name.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
                 } else {
                     String::new()
                 })
@@ -381,4 +389,95 @@ fn client_ip_affinity_sticks_for_its_timeout() {
     }
     // Each expiry re-picks at random: 8 rounds on one of 3 backends by chance is 3^-7.
     assert!(after_expiry.len() > 1, "affinity expires: {after_expiry:?}");
+}
+
+/// Connects from `netns` to `target`, returns the backend's answer (`name client=ip:port`).
+fn ask_from(netns: &std::path::Path, target: (Ipv4Addr, u16)) -> anyhow::Result<String> {
+    in_netns(netns, move || -> anyhow::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&target.into(), Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(b"who\n")?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer)?;
+        Ok(answer.trim().to_owned())
+    })?
+}
+
+#[test]
+fn node_ports_answer_outside_clients_on_every_node() {
+    let f = fixture();
+    // Backends on nodes 1 and 2 only: node 3 has no local endpoint.
+    let endpoints: Vec<_> = f.all_ready().into_iter().take(2).collect();
+    let extra = "  type: NodePort\n";
+    let yaml = service("web", VIP, extra)
+        .replace("targetPort: http}", "targetPort: http, nodePort: 30080}")
+        .replace("targetPort: dns}", "targetPort: dns, nodePort: 30053}");
+    f.cluster.apply_manifest("web.yaml", &yaml).unwrap();
+    f.publish(&endpoints);
+    let local = service(
+        "local",
+        Ipv4Addr::new(10, 96, 0, 13),
+        "  type: NodePort\n  externalTrafficPolicy: Local\n",
+    )
+    .replace("targetPort: http}", "targetPort: http, nodePort: 30081}")
+    .replace("targetPort: dns}", "targetPort: dns, nodePort: 30054}");
+    f.cluster.apply_manifest("local.yaml", &local).unwrap();
+    f.cluster
+        .apply_manifest("local-slice.yaml", &slice("local", &endpoints))
+        .unwrap();
+    let outside_ip = Ipv4Addr::new(192, 168, 50, 100);
+    let outside = kaya_tests::underlay::plug_node(
+        &f.cluster.underlay,
+        &format!("{}-out", f.cluster.tag),
+        "out",
+        outside_ip,
+    )
+    .unwrap();
+    for (index, node) in f.cluster.nodes.iter().enumerate() {
+        let frontend = FrontendAddr {
+            address: node.ip,
+            port: 30080,
+            protocol: Protocol::Tcp,
+        };
+        f.cluster.wait_frontend_on(index, &frontend, 2).unwrap();
+        let local = FrontendAddr {
+            port: 30081,
+            ..frontend
+        };
+        f.cluster
+            .wait_frontend_on(index, &local, u16::from(index < 2))
+            .unwrap();
+    }
+    let web: BTreeSet<String> = ["web-1", "web-2"].map(String::from).into();
+    for (index, node) in f.cluster.nodes.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for _ in 0..40 {
+            let answer = ask_from(&outside.path(), (node.ip, 30080))
+                .unwrap_or_else(|e| panic!("NodePort on {} from outside: {e:#}", node.name));
+            let name = answer.split_whitespace().next().unwrap().to_owned();
+            // externalTrafficPolicy: Cluster: the backend sees the node's gateway, not us.
+            assert!(!answer.contains(&outside_ip.to_string()), "{answer}");
+            seen.insert(name);
+            if seen == web {
+                break;
+            }
+        }
+        assert_eq!(seen, web, "node {} spreads over every backend", index + 1);
+    }
+    // externalTrafficPolicy: Local: only the node's own backend, and the client's address.
+    for (index, node) in f.cluster.nodes.iter().take(2).enumerate() {
+        let answer = ask_from(&outside.path(), (node.ip, 30081)).unwrap();
+        assert!(
+            answer.starts_with(&format!("web-{} ", index + 1)),
+            "{answer}"
+        );
+        assert!(
+            answer.contains(&format!("client={outside_ip}:")),
+            "source kept: {answer}"
+        );
+    }
+    // Node 3 has no backend: its requests went into the overlay, replies came back from it.
+    let counters = f.cluster.counters(2).unwrap();
+    assert!(counters["nodeport_translated"].packets > 0);
+    assert!(counters["nodeport_reply"].packets > 0);
 }

@@ -3,10 +3,12 @@
 //! hairpin, refusal without endpoints (TCP RST, ICMP port unreachable), backend removal and
 //! malformed packets. Every rewritten packet must carry valid checksums.
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use kaya_agent::datapath::{PROG_FROM_OVERLAY, PROG_FROM_POD};
+use kaya_agent::datapath::{PROG_FROM_NETDEV, PROG_FROM_OVERLAY, PROG_FROM_POD};
 use kaya_agent::services::{BackendAddr, Frontend, FrontendAddr, FrontendKind, Protocol};
 use kaya_ebpf_common::{config::HAIRPIN_IP, endpoint::EndpointInfo, metrics::Reason};
-use kaya_tests::datapath::{TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX, TestDatapath};
+use kaya_tests::datapath::{
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX, TEST_SNAT_IP, TestDatapath,
+};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -339,4 +341,108 @@ fn malformed_service_packets_are_dropped() {
     assert_eq!(out.verdict, TC_ACT_SHOT);
     assert_eq!(dp.counter(Reason::DropMalformed.name()), 1);
     assert_eq!(dp.counter(Reason::ServiceTranslated.name()), 0);
+}
+
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+const NODE_PORT: u16 = 30080;
+
+fn node_port(backends: &[Ipv4Addr], preserve_source: bool) -> Frontend {
+    Frontend {
+        addr: FrontendAddr {
+            address: NODE_IP,
+            port: NODE_PORT,
+            protocol: Protocol::Tcp,
+        },
+        kind: FrontendKind::NodePort,
+        preserve_source,
+        ..frontend(Protocol::Tcp, backends, None)
+    }
+}
+
+#[test]
+fn node_port_from_outside_is_snated_to_a_remote_backend_and_the_reply_leaves_by_the_uplink() {
+    let mut dp = node();
+    dp.set_frontends(&[node_port(&[REMOTE_BACKEND], false)]);
+    let syn = tcp((OUTSIDE, 50000), (NODE_IP, NODE_PORT), true);
+    let out = dp.run(PROG_FROM_NETDEV, &syn, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "into the overlay");
+    let ((src, sport), dst) = endpoints_of(&out.packet);
+    assert_eq!(dst, (REMOTE_BACKEND, 8080));
+    assert_eq!(
+        src, TEST_SNAT_IP,
+        "SNAT to the gateway so the reply comes back here"
+    );
+    assert!(
+        sport >= 61000,
+        "SNAT port outside the ephemeral range: {sport}"
+    );
+    assert_eq!(dp.counter(Reason::NodePortTranslated.name()), 1);
+
+    let reply = tcp((REMOTE_BACKEND, 8080), (TEST_SNAT_IP, sport), false);
+    let out = dp.run(PROG_FROM_OVERLAY, &reply, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "out of the uplink");
+    assert_eq!(
+        endpoints_of(&out.packet),
+        ((NODE_IP, NODE_PORT), (OUTSIDE, 50000))
+    );
+    assert_eq!(dp.counter(Reason::NodePortReply.name()), 1);
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_the_client_address() {
+    let mut dp = TestDatapath::new(OVERLAY_IFINDEX, NODE_IP).unwrap();
+    dp.add_endpoint(
+        LOCAL_BACKEND,
+        EndpointInfo {
+            ifindex: TEST_RUN_IFINDEX,
+            identity: 300,
+            pod_mac: CLIENT_MAC,
+            host_mac: HOST_MAC,
+            endpoint_id: 1,
+        },
+    );
+    dp.set_frontends(&[node_port(&[LOCAL_BACKEND], true)]);
+    let syn = tcp((OUTSIDE, 50000), (NODE_IP, NODE_PORT), true);
+    let out = dp.run(PROG_FROM_NETDEV, &syn, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "to the local backend");
+    assert_eq!(
+        endpoints_of(&out.packet),
+        ((OUTSIDE, 50000), (LOCAL_BACKEND, 8080))
+    );
+    let reply = tcp((LOCAL_BACKEND, 8080), (OUTSIDE, 50000), false);
+    let out = dp.run(PROG_FROM_POD, &reply, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "out of the uplink");
+    assert_eq!(
+        endpoints_of(&out.packet),
+        ((NODE_IP, NODE_PORT), (OUTSIDE, 50000))
+    );
+}
+
+#[test]
+fn the_uplink_leaves_cluster_ips_and_other_traffic_alone_and_refuses_empty_node_ports() {
+    let mut dp = node();
+    dp.set_frontends(&[
+        frontend(Protocol::Tcp, &[REMOTE_BACKEND], None),
+        node_port(&[], false),
+    ]);
+    for packet in [
+        tcp((OUTSIDE, 50000), (VIP, 80), true),
+        tcp((OUTSIDE, 50000), (NODE_IP, 22), true),
+    ] {
+        let out = dp.run(PROG_FROM_NETDEV, &packet, TEST_RUN_IFINDEX).unwrap();
+        assert_eq!(out.verdict, TC_ACT_OK);
+        assert_eq!(out.packet, packet, "untouched");
+    }
+    let syn = tcp((OUTSIDE, 50000), (NODE_IP, NODE_PORT), true);
+    let out = dp.run(PROG_FROM_NETDEV, &syn, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "bounced out of the uplink");
+    let sliced = SlicedPacket::from_ethernet(&out.packet).unwrap();
+    let Some(TransportSlice::Tcp(rst)) = &sliced.transport else {
+        panic!("a tcp reset");
+    };
+    assert!(rst.rst());
+    assert_eq!(
+        endpoints_of(&out.packet),
+        ((NODE_IP, NODE_PORT), (OUTSIDE, 50000))
+    );
 }

@@ -73,6 +73,7 @@ impl Datapath {
             super::PROG_FROM_POD,
             super::PROG_FROM_OVERLAY,
             super::PROG_TO_OVERLAY,
+            super::PROG_FROM_NETDEV,
         ] {
             classifier(&mut ebpf, name)?
                 .load()

@@ -17,6 +17,7 @@ pub use loader::{Datapath, LoadError};
 pub const PROG_FROM_POD: &str = "from_pod";
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
 pub const PROG_TO_OVERLAY: &str = "to_overlay";
+pub const PROG_FROM_NETDEV: &str = "from_netdev";
 
 /// The eBPF object built by build.rs from ebpf/programs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kaya"));

@@ -9,6 +9,7 @@ pub fn render(
     overlay_ifindex: u32,
     uplink_ifindex: u32,
     node_ip: Ipv4Addr,
+    snat_ip: Ipv4Addr,
     trace: bool,
 ) -> DatapathConfig {
     DatapathConfig {
@@ -17,7 +18,7 @@ pub fn render(
         node_ip: u32::from_ne_bytes(node_ip.octets()),
         uplink_ifindex,
         hairpin_ip: u32::from_ne_bytes(HAIRPIN_IP),
-        _pad: 0,
+        snat_ip: u32::from_ne_bytes(snat_ip.octets()),
     }
 }
 
@@ -45,7 +46,13 @@ mod tests {
 
     #[test]
     fn render_keeps_network_byte_order() {
-        let config = render(7, 3, Ipv4Addr::new(192, 168, 1, 2), true);
+        let config = render(
+            7,
+            3,
+            Ipv4Addr::new(192, 168, 1, 2),
+            Ipv4Addr::new(10, 244, 1, 1),
+            true,
+        );
         assert_eq!(config.node_ip.to_ne_bytes(), [192, 168, 1, 2]);
         assert_eq!(config.flags, FLAG_TRACE);
         assert_eq!(config.overlay_ifindex, 7);

@@ -26,8 +26,11 @@ pub struct DatapathConfig {
     pub uplink_ifindex: u32,
     /// HAIRPIN_IP, network byte order.
     pub hairpin_ip: u32,
-    pub _pad: u32,
+    /// Source for NodePort traffic SNATed towards a backend: the node's pod gateway address,
+    /// so backends on any node route replies back through the overlay. 0: no SNAT possible.
+    pub snat_ip: u32,
 }
 assert_size!(DatapathConfig, 24);
 assert_offset!(DatapathConfig, node_ip, 8);
 assert_offset!(DatapathConfig, hairpin_ip, 16);
+assert_offset!(DatapathConfig, snat_ip, 20);

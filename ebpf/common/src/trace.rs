@@ -8,6 +8,7 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 pub const POINT_FROM_POD: u8 = 1;
 pub const POINT_FROM_OVERLAY: u8 = 2;
 pub const POINT_TO_OVERLAY: u8 = 3;
+pub const POINT_FROM_NETDEV: u8 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -15,6 +15,13 @@ pub fn lookup(key: &CtKey) -> Option<CtEntry> {
     }
 }
 
+/// Whether a flow uses `key`, without touching its clock.
+#[inline(always)]
+pub fn exists(key: &CtKey) -> bool {
+    // SAFETY: only the presence is read.
+    unsafe { CT.get(key).is_some() }
+}
+
 pub fn forget(key: &CtKey) {
     let _ = CT.remove(key);
 }

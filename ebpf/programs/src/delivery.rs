@@ -10,6 +10,7 @@ use kaya_ebpf_common::{endpoint::EndpointInfo, metrics::Reason, trace::POINT_FRO
 
 use crate::{
     maps::endpoint,
+    netdev,
     observe::{Decision, count, record},
     overlay,
     packet::{self, Parsed},
@@ -58,8 +59,18 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     match translate::from_pod(ctx, &mut ip) {
         Outcome::Untouched => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
+        Outcome::ToNetdev => {
+            let verdict = netdev::send_out(ctx);
+            return record(
+                ctx,
+                POINT_FROM_POD,
+                Reason::NodePortReply,
+                decision,
+                verdict,
+            );
+        }
         Outcome::Reject(ports) => {
-            let verdict = reject::refuse(ctx, &ip, &ports, ingress);
+            let verdict = reject::refuse(ctx, &ip, &ports, reject::Bounce::ToPod(ingress));
             return record(
                 ctx,
                 POINT_FROM_POD,

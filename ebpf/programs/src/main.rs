@@ -7,6 +7,7 @@ mod delivery;
 mod lb;
 mod maps;
 mod nat;
+mod netdev;
 mod observe;
 mod overlay;
 mod packet;
@@ -35,6 +36,13 @@ pub fn from_overlay(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn to_overlay(ctx: TcContext) -> i32 {
     overlay::to_overlay(&ctx)
+}
+
+/// tc ingress on the node's uplink: outside clients of NodePorts, externalIPs and
+/// LoadBalancer IPs.
+#[classifier]
+pub fn from_netdev(ctx: TcContext) -> i32 {
+    netdev::from_netdev(&ctx)
 }
 
 /// cgroup connect4: TCP (and connected UDP) sockets to a service go to a backend directly.

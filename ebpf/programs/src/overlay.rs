@@ -121,6 +121,16 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
     match translate::from_overlay(ctx, &mut ip) {
         Outcome::Untouched | Outcome::Reject(_) => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
+        Outcome::ToNetdev => {
+            let verdict = crate::netdev::send_out(ctx);
+            return record(
+                ctx,
+                POINT_FROM_OVERLAY,
+                Reason::NodePortReply,
+                decision,
+                verdict,
+            );
+        }
         Outcome::Drop(reason) => {
             return record(
                 ctx,

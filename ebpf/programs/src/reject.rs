@@ -2,7 +2,7 @@
 //! a RST, UDP an ICMP port unreachable, both sent from the frontend back into the client pod.
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
-    helpers::{bpf_csum_diff, bpf_redirect_peer, bpf_skb_change_tail},
+    helpers::{bpf_csum_diff, bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
 
@@ -19,10 +19,17 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
-/// Turns the packet into its refusal and sends it back into the pod behind `ingress`.
+/// Where the refusal goes: back into the pod behind a veth, or back out of the uplink.
+#[derive(Clone, Copy)]
+pub enum Bounce {
+    ToPod(u32),
+    OutOf(u32),
+}
+
+/// Turns the packet into its refusal and sends it back where the client is.
 /// Packets with IP options, RSTs and other protocols are dropped instead.
 #[inline(always)]
-pub fn refuse(ctx: &TcContext, ip: &Ipv4Summary, ports: &Ports, ingress: u32) -> i32 {
+pub fn refuse(ctx: &TcContext, ip: &Ipv4Summary, ports: &Ports, bounce: Bounce) -> i32 {
     if ip.l4_offset as usize != ETH_HLEN + IP_HLEN {
         return TC_ACT_SHOT as i32;
     }
@@ -34,9 +41,14 @@ pub fn refuse(ctx: &TcContext, ip: &Ipv4Summary, ports: &Ports, ingress: u32) ->
     if built.is_err() || swap_macs(ctx).is_err() {
         return TC_ACT_SHOT as i32;
     }
-    // SAFETY: plain helper call; ingress is the host end of the client's veth, so its peer
-    // is the client's eth0.
-    unsafe { bpf_redirect_peer(ingress, 0) as i32 }
+    match bounce {
+        // SAFETY: plain helper call; the host end of the client's veth, whose peer is the
+        // client's eth0.
+        Bounce::ToPod(veth) => unsafe { bpf_redirect_peer(veth, 0) as i32 },
+        // SAFETY: plain helper call; out of the interface the client's frame came in on,
+        // to the MAC it came from.
+        Bounce::OutOf(uplink) => unsafe { bpf_redirect(uplink, 0) as i32 },
+    }
 }
 
 fn swap_macs(ctx: &TcContext) -> Result<(), ()> {

@@ -1,7 +1,10 @@
 //! Per-packet service translation on the tc path: DNAT of new and tracked flows to their
-//! backend (with hairpin SNAT), and reverse translation of their replies.
+//! backend (with hairpin SNAT, and SNAT of outside clients of node frontends), and reverse
+//! translation of their replies.
+use aya_ebpf::helpers::bpf_get_prandom_u32;
 use kaya_ebpf_common::{
-    ct::{CT_FLAG_SNAT, CT_FORWARD, CT_REPLY, CtEntry, CtKey},
+    ct::{CT_FLAG_SNAT, CT_FLAG_TO_NETDEV, CT_FORWARD, CT_REPLY, CtEntry, CtKey},
+    lb::{SVC_FLAG_EXTERNAL, SVC_FLAG_PRESERVE_SOURCE, ServiceValue},
     metrics::Reason,
 };
 
@@ -18,6 +21,9 @@ pub enum Outcome {
     Untouched,
     /// Rewritten; route by the new destination in the summary.
     Translated(Reason),
+    /// A reply to a client outside the cluster, rewritten: send it out of the uplink (its
+    /// source is now a node address, which the local stack would take for a martian).
+    ToNetdev,
     /// A new flow to a service without endpoints: refuse it.
     Reject(Ports),
     Drop(Reason),
@@ -175,5 +181,137 @@ fn apply(
         }
         ip.daddr = entry.nat_daddr;
     }
-    Outcome::Translated(reason)
+    if entry.flags & CT_FLAG_TO_NETDEV != 0 {
+        Outcome::ToNetdev
+    } else {
+        Outcome::Translated(reason)
+    }
+}
+
+/// SNAT source ports for outside clients: above Linux's default ephemeral range, so they
+/// never meet the node's own connections from the same address.
+const SNAT_PORT_MIN: u32 = 61_000;
+const SNAT_PORT_SPAN: u32 = 65_536 - SNAT_PORT_MIN;
+const SNAT_PORT_TRIES: u32 = 4;
+
+/// Traffic arriving on the node's uplink: a node frontend (NodePort, externalIPs,
+/// LoadBalancer IP) is translated to a backend; with `externalTrafficPolicy: Cluster` the
+/// client is SNATed to the node's gateway address so the reply comes back to this node.
+#[inline(always)]
+pub fn from_netdev(ctx: &aya_ebpf::programs::TcContext, ip: &mut Ipv4Summary) -> Outcome {
+    let ports = match packet::ports(ctx, ip) {
+        L4::Ports(ports) => ports,
+        L4::NoPorts | L4::Malformed => return Outcome::Untouched,
+    };
+    let Some(service) = lb::frontend(ip.daddr, ports.dport, ip.protocol) else {
+        return Outcome::Untouched;
+    };
+    if service.flags & SVC_FLAG_EXTERNAL == 0 {
+        return Outcome::Untouched;
+    }
+    let forward_key = key(ip, &ports, CT_FORWARD);
+    if let Some(entry) = ct::lookup(&forward_key) {
+        if lb::backend(entry.backend_id).is_some() {
+            return apply(ctx, ip, &ports, &entry, Reason::NodePortTranslated);
+        }
+        ct::forget(&forward_key);
+    }
+    let client = Client {
+        id: ip.saddr,
+        scope: 0,
+    };
+    let Some((backend_id, backend)) =
+        lb::select(ip.daddr, ports.dport, ip.protocol, &service, client)
+    else {
+        return Outcome::Reject(ports);
+    };
+    external_flow(ctx, ip, &ports, &service, backend_id, backend)
+}
+
+#[inline(always)]
+fn external_flow(
+    ctx: &aya_ebpf::programs::TcContext,
+    ip: &mut Ipv4Summary,
+    ports: &Ports,
+    service: &ServiceValue,
+    backend_id: u32,
+    backend: kaya_ebpf_common::lb::Backend,
+) -> Outcome {
+    let preserve = service.flags & SVC_FLAG_PRESERVE_SOURCE != 0;
+    let snat_ip = config().snat_ip;
+    if !preserve && snat_ip == 0 {
+        return Outcome::Drop(Reason::DropServiceUnsupported);
+    }
+    let (client_addr, client_port) = if preserve {
+        (ip.saddr, ports.sport)
+    } else {
+        match free_snat_port(snat_ip, &backend, ip.protocol) {
+            Some(port) => (snat_ip, port),
+            None => return Outcome::Drop(Reason::DropMapFull),
+        }
+    };
+    let entry = CtEntry {
+        nat_saddr: if preserve { 0 } else { client_addr },
+        nat_sport: if preserve { 0 } else { client_port },
+        nat_daddr: backend.address,
+        nat_dport: backend.port,
+        backend_id,
+        rev_nat_id: service.rev_nat_id,
+        flags: if preserve { 0 } else { CT_FLAG_SNAT },
+        ..CtEntry::default()
+    };
+    let reply_key = CtKey {
+        saddr: backend.address,
+        daddr: client_addr,
+        sport: backend.port,
+        dport: client_port,
+        protocol: ip.protocol,
+        direction: CT_REPLY,
+        _pad: 0,
+    };
+    let reply_entry = CtEntry {
+        nat_saddr: ip.daddr,
+        nat_sport: ports.dport,
+        nat_daddr: if preserve { 0 } else { ip.saddr },
+        nat_dport: if preserve { 0 } else { ports.sport },
+        backend_id,
+        rev_nat_id: service.rev_nat_id,
+        flags: CT_FLAG_TO_NETDEV,
+        ..CtEntry::default()
+    };
+    if !ct::create(
+        &key(ip, ports, CT_FORWARD),
+        &entry,
+        &reply_key,
+        &reply_entry,
+    ) {
+        return Outcome::Drop(Reason::DropMapFull);
+    }
+    apply(ctx, ip, ports, &entry, Reason::NodePortTranslated)
+}
+
+/// A source port whose reply tuple (backend → SNAT address) no flow uses yet.
+#[inline(always)]
+fn free_snat_port(
+    snat_ip: u32,
+    backend: &kaya_ebpf_common::lb::Backend,
+    protocol: u8,
+) -> Option<u16> {
+    for _ in 0..SNAT_PORT_TRIES {
+        // SAFETY: plain helper call.
+        let port = (SNAT_PORT_MIN + unsafe { bpf_get_prandom_u32() } % SNAT_PORT_SPAN) as u16;
+        let candidate = CtKey {
+            saddr: backend.address,
+            daddr: snat_ip,
+            sport: backend.port,
+            dport: port.to_be(),
+            protocol,
+            direction: CT_REPLY,
+            _pad: 0,
+        };
+        if !ct::exists(&candidate) {
+            return Some(port.to_be());
+        }
+    }
+    None
 }

@@ -1,7 +1,8 @@
 //! kaya-probe: a client the cluster tests start inside a pod (its network namespace and its
 //! node's cgroup, so the socket-level service hooks apply). Prints one line per result.
 //!
-//!   kaya-probe tcp ADDR:PORT        one request; `ok name=<backend> peer=<getpeername>`
+//!   kaya-probe tcp ADDR:PORT        one request; `ok name=<backend> client=<as the backend
+//!                                   saw us> peer=<getpeername>`
 //!   kaya-probe udp ADDR:PORT        one datagram; `ok name=<backend> from=<source>`
 //!   kaya-probe loop ADDR:PORT MS    new connection per request for MS milliseconds;
 //!                                   `done ok=<n> failed=<n> names=<a,b> first_error=<e>`
@@ -51,7 +52,7 @@ fn main() {
     let started = Instant::now();
     match mode.as_str() {
         "tcp" => match tcp_request(target) {
-            Ok((name, peer)) => println!("ok name={name} peer={peer}"),
+            Ok((answer, peer)) => println!("ok name={answer} peer={peer}"),
             Err(err) => fail(started, &err),
         },
         "udp" => {
@@ -84,9 +85,10 @@ fn main() {
             let mut first_error = String::from("none");
             while Instant::now() < deadline {
                 match tcp_request(target) {
-                    Ok((name, _)) => {
+                    Ok((answer, _)) => {
                         ok += 1;
-                        names.insert(name);
+                        let name = answer.split_whitespace().next().unwrap_or_default();
+                        names.insert(name.to_owned());
                     }
                     Err(err) => {
                         if failed == 0 {
