@@ -136,6 +136,21 @@ pub fn iperf_gbps(
     server_ip: Ipv4Addr,
     seconds: u32,
 ) -> anyhow::Result<f64> {
+    iperf_gbps_via(client, None, server, (server_ip, IPERF_PORT), seconds)
+}
+
+/// The port iperf3 servers listen on.
+pub const IPERF_PORT: u16 = 5301;
+
+/// iperf3 from `client` (inside `cgroup` when given, so socket hooks apply) to `target`,
+/// which reaches the iperf3 server in `server` directly or through a service.
+pub fn iperf_gbps_via(
+    client: &TestNetns,
+    cgroup: Option<&Path>,
+    server: &TestNetns,
+    target: (Ipv4Addr, u16),
+    seconds: u32,
+) -> anyhow::Result<f64> {
     let mut daemon = Command::new("ip")
         .args([
             "netns",
@@ -152,22 +167,18 @@ pub fn iperf_gbps(
         .spawn()
         .context("starting iperf3 server")?;
     std::thread::sleep(Duration::from_millis(300));
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            client.name(),
-            "iperf3",
-            "-J",
-            "-p",
-            "5301",
-            "-t",
-        ])
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", client.name(), "iperf3", "-J", "-p"])
+        .arg(target.1.to_string())
+        .arg("-t")
         .arg(seconds.to_string())
         .arg("-c")
-        .arg(server_ip.to_string())
-        .output()
-        .context("running iperf3 client")?;
+        .arg(target.0.to_string());
+    if let Some(cgroup) = cgroup {
+        crate::netns::join_cgroup_on_exec(&mut command, cgroup)?;
+    }
+    let output = command.output().context("running iperf3 client")?;
     let _ = daemon.kill();
     let _ = daemon.wait();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)

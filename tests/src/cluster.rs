@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::workspace_binary;
 use crate::cni_invoke::{Invocation, invoke};
-use crate::netns::{self, TestNetns, enter_on_exec};
+use crate::netns::{self, TestNetns, enter_on_exec, join_cgroup_on_exec};
 use crate::underlay;
 
 /// Parent of every test cluster's state; one directory per cluster, named by netns::unique_tag.
@@ -21,6 +21,8 @@ pub const STATE_ROOT: &str = "/run/kaya-test";
 const BPFFS: &str = "/sys/fs/bpf";
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every agent serves Prometheus metrics on this port of its node's loopback.
+pub const METRICS_PORT: u16 = 9962;
 
 pub struct ClusterNode {
     pub name: String,
@@ -125,7 +127,7 @@ impl Cluster {
     fn write_config(&self, index: usize) -> anyhow::Result<()> {
         let node = &self.nodes[index];
         let mut yaml = format!(
-            "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\n\
+            "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\nmetricsAddress: 127.0.0.1:{METRICS_PORT}\n\
              services:\n  manifests: {}\n  pollMs: 50\n  cgroupRoot: {}\npeers:\n",
             node.instance,
             node.name,
@@ -378,6 +380,22 @@ impl Cluster {
         .with_context(|| format!("on {}", self.nodes[index].name))
     }
 
+    /// Node `index`'s Prometheus metrics page, fetched inside its namespace.
+    pub fn scrape_metrics(&self, index: usize) -> anyhow::Result<String> {
+        crate::netns::in_netns(
+            &self.nodes[index].netns.path(),
+            || -> anyhow::Result<String> {
+                use std::io::{Read, Write};
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
+                stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+                stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")?;
+                let mut response = String::new();
+                stream.read_to_string(&mut response)?;
+                Ok(response)
+            },
+        )?
+    }
+
     /// Datapath counters of node `index`, by reason.
     pub fn counters(&self, index: usize) -> anyhow::Result<kaya_agent::datapath::metrics::Totals> {
         Ok(kaya_agent::datapath::metrics::read_pinned(
@@ -423,30 +441,6 @@ fn remove_cgroup(path: &Path) {
         }
     }
     let _ = std::fs::remove_dir(path);
-}
-
-/// Makes `command` move itself into `cgroup` between fork and exec.
-fn join_cgroup_on_exec(command: &mut Command, cgroup: &Path) -> anyhow::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::process::CommandExt;
-    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())?;
-    // SAFETY: only open/write/close (async-signal-safe) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // "0" moves the writing process itself.
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if written != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(())
 }
 
 /// Three random base-36 characters; instance names are this plus the node number.

@@ -155,3 +155,27 @@ pub fn enter_on_exec(command: &mut Command, netns: &Path) -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// Makes `command` move itself into `cgroup` between fork and exec.
+pub fn join_cgroup_on_exec(command: &mut Command, cgroup: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())?;
+    // SAFETY: only open/write/close (async-signal-safe) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process itself.
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}

@@ -263,3 +263,55 @@ impl Drop for NameServer {
         }
     }
 }
+
+/// Answers each TCP connection on `port` once (`ok\n`) and closes it, inline on one
+/// thread with a blocking accept: the cheapest server, for connection-rate measurements.
+pub struct OneShotServer {
+    stop: Arc<AtomicBool>,
+    netns: std::path::PathBuf,
+    port: u16,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OneShotServer {
+    pub fn start(netns: &Path, port: u16) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_stop = stop.clone();
+        let thread = spawn_in_netns(netns, move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind one-shot server");
+            ready_tx.send(()).ok();
+            for stream in listener.incoming() {
+                if thread_stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(mut stream) = stream {
+                    let mut request = [0u8; 64];
+                    let _ = stream.read(&mut request);
+                    let _ = stream.write_all(b"ok\n");
+                }
+            }
+        })?;
+        ready_rx
+            .recv_timeout(TIMEOUT)
+            .context("one-shot server did not start")?;
+        Ok(OneShotServer {
+            stop,
+            netns: netns.to_owned(),
+            port,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for OneShotServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the blocking accept.
+        let port = self.port;
+        let _ = in_netns(&self.netns, move || TcpStream::connect(("127.0.0.1", port)));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

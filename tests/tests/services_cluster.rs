@@ -168,9 +168,44 @@ fn cluster_ip_reaches_backends_on_every_node_from_every_node() {
         // recvmsg() shows the datagram as coming from the VIP.
         assert_eq!(field(&line, "from"), Some("10.96.0.10:53"), "{line}");
     }
+    // Hairpin: a backend reaching its own service lands on itself too (the tc path SNATs
+    // it to the hairpin address so the reply comes back through the host).
+    let web1 = 0;
+    let mut from_backend = BTreeSet::new();
+    for _ in 0..60 {
+        from_backend.insert(ask_via_tc(&f.cluster, web1, VIP).unwrap());
+        if from_backend == all {
+            break;
+        }
+    }
+    assert_eq!(
+        from_backend, all,
+        "web-1 reaches every backend, itself included"
+    );
+
     let counters = f.cluster.counters(0).unwrap();
     assert!(counters["socket_translated"].packets > 0);
     assert!(counters["service_translated"].packets > 0);
+
+    // Prometheus: what is programmed, how long the sync took, how full the maps are.
+    let page = f.cluster.scrape_metrics(0).unwrap();
+    let metric = |name: &str| -> f64 {
+        (page.lines())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{page}"))
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert_eq!(metric("kaya_lb_services"), 1.0);
+    assert_eq!(metric("kaya_lb_frontends"), 2.0, "http and dns ports");
+    assert_eq!(metric("kaya_lb_backends"), 6.0, "3 pods x 2 target ports");
+    assert!(metric("kaya_lb_sync_duration_seconds") > 0.0);
+    assert_eq!(
+        metric("kaya_bpf_map_entries{map=\"services\"}"),
+        8.0,
+        "2 heads + 6 slots"
+    );
+    assert!(metric("kaya_bpf_map_capacity{map=\"services\"}") >= 8.0);
+    assert!(metric("kaya_datapath_packets_total{reason=\"socket_translated\"}") > 0.0);
 
     // The operator's view of the live maps.
     let kaya = |what: &str| {

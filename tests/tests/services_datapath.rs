@@ -446,3 +446,70 @@ fn the_uplink_leaves_cluster_ips_and_other_traffic_alone_and_refuses_empty_node_
         ((NODE_IP, NODE_PORT), (OUTSIDE, 50000))
     );
 }
+
+#[test]
+fn a_direct_connection_reusing_a_translated_flows_ports_is_not_reverse_translated() {
+    let mut dp = node();
+    dp.set_frontends(&[frontend(Protocol::Tcp, &[REMOTE_BACKEND], None)]);
+    let syn = tcp((CLIENT, CLIENT_PORT), (VIP, 80), true);
+    dp.run(PROG_FROM_POD, &syn, TEST_RUN_IFINDEX).unwrap();
+    // Later the client connects to the backend directly from the same port.
+    let direct = tcp((CLIENT, CLIENT_PORT), (REMOTE_BACKEND, 8080), true);
+    let out = dp.run(PROG_FROM_POD, &direct, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(endpoints_of(&out.packet).1, (REMOTE_BACKEND, 8080));
+    let syn_ack = tcp((REMOTE_BACKEND, 8080), (CLIENT, CLIENT_PORT), false);
+    let out = dp
+        .run(PROG_FROM_OVERLAY, &syn_ack, TEST_RUN_IFINDEX)
+        .unwrap();
+    assert_eq!(
+        endpoints_of(&out.packet).0,
+        (REMOTE_BACKEND, 8080),
+        "the direct flow's reply keeps the backend as its source"
+    );
+    // And a new connection to the VIP from that port again is translated both ways.
+    dp.run(PROG_FROM_POD, &syn, TEST_RUN_IFINDEX).unwrap();
+    let out = dp
+        .run(PROG_FROM_OVERLAY, &syn_ack, TEST_RUN_IFINDEX)
+        .unwrap();
+    assert_eq!(
+        endpoints_of(&out.packet).0,
+        (VIP, 80),
+        "reply of the new VIP flow"
+    );
+}
+
+#[test]
+fn a_full_service_map_is_an_error_naming_the_setting_and_is_counted() {
+    use kaya_agent::config::MapSizes;
+    use kaya_agent::datapath::{Datapath, ct::CtMap, lb::LbMaps, loader};
+    use kaya_agent::services::{NodeView, sync::ServiceSync};
+    let pin_dir =
+        std::path::Path::new("/sys/fs/bpf").join(format!("kaya-test-full-{}", std::process::id()));
+    let sizes = MapSizes {
+        services: 16,
+        ..MapSizes::default()
+    };
+    let mut datapath = Datapath::load_sized(&pin_dir, &sizes).unwrap();
+    let maps = LbMaps::open(&mut datapath).unwrap();
+    let ct = CtMap::open(&mut datapath).unwrap();
+    let node = NodeView {
+        name: "node-1".into(),
+        addresses: vec![NODE_IP],
+    };
+    let mut sync = ServiceSync::new(maps, ct, node).unwrap();
+    // 20 services with one backend each need 40 slots.
+    let services = kaya_tests::kube_proxy::synthetic(20, 1);
+    let catalog = kaya_tests::services_bench::catalog(&services);
+    let err = sync.apply(&catalog).unwrap_err().to_string();
+    assert!(
+        err.contains("is full") && err.contains("services.mapSizes.services"),
+        "{err}"
+    );
+    assert_eq!(sync.stats.map_full_total, 1);
+    assert_eq!(sync.stats.sync_errors_total, 1);
+    // What fitted stays programmed and consistent; nothing was lost silently.
+    assert!(sync.stats.services_map_entries <= 16);
+    drop(sync);
+    drop(datapath);
+    loader::unpin_all(&pin_dir).unwrap();
+}

@@ -37,8 +37,17 @@ pub enum Parsed {
 }
 
 struct FileState {
+    /// (modification time, length, inode): unchanged means the file is not read again, so
+    /// a large directory costs a stat per file per round.
+    stamp: Option<(std::time::SystemTime, u64, u64)>,
     digest: u64,
     objects: Vec<Parsed>,
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 pub struct ManifestDir {
@@ -94,6 +103,10 @@ impl ManifestDir {
         self.files.retain(|path, _| present.contains(path));
         rescan.changed |= self.files.len() != before;
         for path in present {
+            let stamp = stamp(&path);
+            if stamp.is_some() && self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(source) => {
@@ -102,13 +115,21 @@ impl ManifestDir {
                 }
             };
             let digest = digest(&text);
-            if self.files.get(&path).is_some_and(|f| f.digest == digest) {
+            if let Some(file) = self.files.get_mut(&path)
+                && file.digest == digest
+            {
+                file.stamp = stamp;
                 continue;
             }
             match parse_file(&path, &text) {
                 Ok(objects) => {
                     rescan.changed = true;
-                    self.files.insert(path, FileState { digest, objects });
+                    let state = FileState {
+                        stamp,
+                        digest,
+                        objects,
+                    };
+                    self.files.insert(path, state);
                 }
                 Err(err) => {
                     rescan.errors.push(err);
@@ -119,7 +140,12 @@ impl ManifestDir {
                         .remove(&path)
                         .map(|f| f.objects)
                         .unwrap_or_default();
-                    self.files.insert(path, FileState { digest, objects });
+                    let state = FileState {
+                        stamp,
+                        digest,
+                        objects,
+                    };
+                    self.files.insert(path, state);
                 }
             }
         }

@@ -79,6 +79,18 @@ pub struct Ports {
     pub csum_offset: u32,
 }
 
+/// A TCP segment that opens a connection (SYN without ACK).
+#[inline(always)]
+pub fn is_tcp_syn(ctx: &TcContext, ip: &Ipv4Summary) -> bool {
+    if ip.protocol != IPPROTO_TCP {
+        return false;
+    }
+    match ctx.load::<u8>(ip.l4_offset as usize + 13) {
+        Ok(flags) => flags & 0x12 == 0x02,
+        Err(_) => false,
+    }
+}
+
 pub enum L4 {
     Ports(Ports),
     /// ICMP, a later fragment, or another protocol: nothing to translate by port.

@@ -40,7 +40,23 @@ pub fn from_pod(ctx: &aya_ebpf::programs::TcContext, ip: &mut Ipv4Summary) -> Ou
     };
     match lb::frontend(ip.daddr, ports.dport, ip.protocol) {
         Some(service) => forward(ctx, ip, &ports, &service),
-        None => reply(ctx, ip, &ports),
+        None => {
+            if packet::is_tcp_syn(ctx, ip) {
+                // A new direct connection may reuse the tuple of a closed translated one:
+                // its replies must not be translated by that flow's leftover entry.
+                ct::forget(&CtKey {
+                    saddr: ip.daddr,
+                    daddr: ip.saddr,
+                    sport: ports.dport,
+                    dport: ports.sport,
+                    protocol: ip.protocol,
+                    direction: CT_REPLY,
+                    _pad: 0,
+                });
+                return Outcome::Untouched;
+            }
+            reply(ctx, ip, &ports)
+        }
     }
 }
 
@@ -76,13 +92,8 @@ fn forward(
     service: &kaya_ebpf_common::lb::ServiceValue,
 ) -> Outcome {
     let forward_key = key(ip, ports, CT_FORWARD);
-    if let Some(entry) = ct::lookup(&forward_key) {
-        // A flow keeps its backend while the backend exists; a removed backend's flows
-        // pick again rather than blackhole.
-        if lb::backend(entry.backend_id).is_some() {
-            return apply(ctx, ip, ports, &entry, Reason::ServiceTranslated);
-        }
-        ct::forget(&forward_key);
+    if let Some(entry) = tracked(ctx, ip, ports, &forward_key) {
+        return apply(ctx, ip, ports, &entry, Reason::ServiceTranslated);
     }
     let client = Client {
         id: ip.saddr,
@@ -127,6 +138,45 @@ fn forward(
         return Outcome::Drop(Reason::DropMapFull);
     }
     apply(ctx, ip, ports, &entry, Reason::ServiceTranslated)
+}
+
+/// The flow's forward entry, if the flow can go on with it: its backend still exists, its
+/// reply entry too (the LRU or a direct connection's SYN may have dropped it), and this is
+/// not a TCP SYN (a new connection reusing a closed flow's ports picks afresh). Otherwise
+/// the entry is dropped and the caller sets the flow up again.
+#[inline(always)]
+fn tracked(
+    ctx: &aya_ebpf::programs::TcContext,
+    ip: &Ipv4Summary,
+    ports: &Ports,
+    forward_key: &CtKey,
+) -> Option<CtEntry> {
+    let entry = ct::lookup(forward_key)?;
+    let reply_key = CtKey {
+        saddr: entry.nat_daddr,
+        daddr: if entry.nat_saddr != 0 {
+            entry.nat_saddr
+        } else {
+            ip.saddr
+        },
+        sport: entry.nat_dport,
+        dport: if entry.nat_sport != 0 {
+            entry.nat_sport
+        } else {
+            ports.sport
+        },
+        protocol: ip.protocol,
+        direction: CT_REPLY,
+        _pad: 0,
+    };
+    if lb::backend(entry.backend_id).is_some()
+        && ct::exists(&reply_key)
+        && !packet::is_tcp_syn(ctx, ip)
+    {
+        return Some(entry);
+    }
+    ct::forget(forward_key);
+    None
 }
 
 #[inline(always)]
@@ -210,11 +260,8 @@ pub fn from_netdev(ctx: &aya_ebpf::programs::TcContext, ip: &mut Ipv4Summary) ->
         return Outcome::Untouched;
     }
     let forward_key = key(ip, &ports, CT_FORWARD);
-    if let Some(entry) = ct::lookup(&forward_key) {
-        if lb::backend(entry.backend_id).is_some() {
-            return apply(ctx, ip, &ports, &entry, Reason::NodePortTranslated);
-        }
-        ct::forget(&forward_key);
+    if let Some(entry) = tracked(ctx, ip, &ports, &forward_key) {
+        return apply(ctx, ip, &ports, &entry, Reason::NodePortTranslated);
     }
     let client = Client {
         id: ip.saddr,

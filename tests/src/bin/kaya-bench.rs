@@ -215,12 +215,27 @@ fn net(plan: &Plan) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
-/// Service load balancing: programming time for kaya and kube-proxy's two modes. (The
-/// connection-rate and throughput cases are not measured yet.)
+/// Service load balancing: kaya (socket LB, tc only) against kube-proxy's iptables and
+/// nftables modes at 1, 1,000 and 10,000 services, and the backend addressed directly.
 fn services(quick: bool) -> anyhow::Result<BenchReport> {
+    use kaya_tests::services_bench::{ConnectionPlan, connections, program_time};
     let mut report = BenchReport::new("services");
-    let repetitions = if quick { 1 } else { 3 };
-    kaya_tests::services_bench::program_time(&mut report, &[1, 1000, 10000], repetitions)?;
+    let scales = [1, 1000, 10000];
+    let plan = if quick {
+        ConnectionPlan {
+            millis: 1000,
+            repetitions: 1,
+            iperf_seconds: 2,
+        }
+    } else {
+        ConnectionPlan {
+            millis: 3000,
+            repetitions: 3,
+            iperf_seconds: 4,
+        }
+    };
+    connections(&mut report, &plan, &scales)?;
+    program_time(&mut report, &scales, plan.repetitions)?;
     Ok(report)
 }
 

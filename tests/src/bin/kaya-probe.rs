@@ -6,6 +6,9 @@
 //!   kaya-probe udp ADDR:PORT        one datagram; `ok name=<backend> from=<source>`
 //!   kaya-probe loop ADDR:PORT MS    new connection per request for MS milliseconds;
 //!                                   `done ok=<n> failed=<n> names=<a,b> first_error=<e>`
+//!   kaya-probe rate ADDR:PORT MS    new connection per request for MS milliseconds, as fast
+//!                                   as possible; `rate per_s=<n> connect_p50_us=<t>
+//!                                   connect_p99_us=<t> ok=<n> failed=<n>`
 //! Failures print `err errno=<n> elapsed_us=<t> <message>` and exit 1.
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -102,6 +105,37 @@ fn main() {
             println!(
                 "done ok={ok} failed={failed} names={} first_error={first_error}",
                 names.join(",")
+            );
+        }
+        "rate" => {
+            let millis: u64 = args.get(2).and_then(|m| m.parse().ok()).unwrap_or(1000);
+            let deadline = started + Duration::from_millis(millis);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let mut connect_us = Vec::new();
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                let result = TcpStream::connect_timeout(&target, TIMEOUT).and_then(|mut stream| {
+                    connect_us.push(begun.elapsed().as_secs_f64() * 1e6);
+                    stream.set_read_timeout(Some(TIMEOUT))?;
+                    stream.write_all(b"who\n")?;
+                    let mut byte = [0u8; 1];
+                    stream.read_exact(&mut byte)
+                });
+                match result {
+                    Ok(()) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            connect_us.sort_by(f64::total_cmp);
+            let at = |p: f64| {
+                let index = ((connect_us.len().max(1) - 1) as f64 * p).round() as usize;
+                connect_us.get(index).copied().unwrap_or(0.0)
+            };
+            println!(
+                "rate per_s={:.1} connect_p50_us={:.1} connect_p99_us={:.1} ok={ok} failed={failed}",
+                ok as f64 / started.elapsed().as_secs_f64(),
+                at(0.50),
+                at(0.99)
             );
         }
         other => {

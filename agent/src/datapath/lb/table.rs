@@ -13,7 +13,7 @@ use crate::services::{BackendAddr, Frontend, FrontendAddr, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("map {map} is full ({entries} entries): raise lbMapSizes.{setting}")]
+    #[error("map {map} is full ({entries} entries): raise services.mapSizes.{setting}")]
     MapFull {
         map: &'static str,
         setting: &'static str,
