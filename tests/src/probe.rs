@@ -21,49 +21,61 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start(netns: &Path) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let tcp_stop = stop.clone();
-        let tcp_ready = ready_tx.clone();
-        let tcp = spawn_in_netns(netns, move || {
-            let listener = TcpListener::bind(("0.0.0.0", ECHO_PORT)).expect("bind tcp echo");
-            listener
-                .set_nonblocking(true)
-                .expect("nonblocking listener");
-            tcp_ready.send(()).ok();
-            while !tcp_stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        std::thread::spawn(move || echo_tcp(stream));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        })?;
-        let udp_stop = stop.clone();
-        let udp = spawn_in_netns(netns, move || {
-            let socket = UdpSocket::bind(("0.0.0.0", ECHO_PORT)).expect("bind udp echo");
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .ok();
-            ready_tx.send(()).ok();
-            let mut buf = [0u8; 2048];
-            while !udp_stop.load(Ordering::Relaxed) {
-                if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], peer);
-                }
-            }
-        })?;
-        for _ in 0..2 {
-            ready_rx
-                .recv_timeout(TIMEOUT)
-                .context("echo server did not start")?;
-        }
-        Ok(EchoServer {
-            stop,
-            threads: vec![tcp, udp],
-        })
+        let (stop, threads) = serve(netns, ECHO_PORT, echo_tcp, |request| request.to_vec())?;
+        Ok(EchoServer { stop, threads })
     }
+}
+
+/// A TCP and a UDP server on `port` inside `netns`, until `stop` is set: each accepted
+/// connection goes to `on_tcp` on a thread of its own; each datagram is answered with
+/// `udp_answer(request)`.
+#[allow(clippy::type_complexity)]
+fn serve(
+    netns: &Path,
+    port: u16,
+    on_tcp: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
+    udp_answer: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
+) -> anyhow::Result<(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (tcp_stop, tcp_ready) = (stop.clone(), ready_tx.clone());
+    let tcp = spawn_in_netns(netns, move || {
+        let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp server");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        tcp_ready.send(()).ok();
+        while !tcp_stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let on_tcp = on_tcp.clone();
+                    stream.set_nonblocking(false).ok();
+                    std::thread::spawn(move || on_tcp(stream));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    })?;
+    let udp_stop = stop.clone();
+    let udp = spawn_in_netns(netns, move || {
+        let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp server");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .ok();
+        ready_tx.send(()).ok();
+        let mut buf = [0u8; 2048];
+        while !udp_stop.load(Ordering::Relaxed) {
+            if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&udp_answer(&buf[..n]), peer);
+            }
+        }
+    })?;
+    for _ in 0..2 {
+        ready_rx
+            .recv_timeout(TIMEOUT)
+            .context("test server did not start")?;
+    }
+    Ok((stop, vec![tcp, udp]))
 }
 
 impl Drop for EchoServer {
@@ -198,60 +210,24 @@ pub struct NameServer {
 
 impl NameServer {
     pub fn start(netns: &Path, port: u16, name: &str) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (tcp_stop, tcp_ready, tcp_name) = (stop.clone(), ready_tx.clone(), name.to_owned());
-        let tcp = spawn_in_netns(netns, move || {
-            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind name server");
-            listener
-                .set_nonblocking(true)
-                .expect("nonblocking listener");
-            tcp_ready.send(()).ok();
-            while !tcp_stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        // The client address as the backend sees it (source preservation).
-                        let name = format!("{tcp_name} client={peer}");
-                        // One line back per request line, until the client closes.
-                        std::thread::spawn(move || {
-                            stream.set_nonblocking(false).ok();
-                            let mut request = [0u8; 256];
-                            while let Ok(n) = stream.read(&mut request) {
-                                if n == 0
-                                    || stream.write_all(format!("{name}\n").as_bytes()).is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        let tcp_name = name.to_owned();
+        let on_tcp = move |mut stream: TcpStream| {
+            // One line back per request line, until the client closes.
+            let peer = stream
+                .peer_addr()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let answer = format!("{tcp_name} client={peer}\n");
+            let mut request = [0u8; 256];
+            while let Ok(n) = stream.read(&mut request) {
+                if n == 0 || stream.write_all(answer.as_bytes()).is_err() {
+                    return;
                 }
             }
-        })?;
-        let (udp_stop, udp_name) = (stop.clone(), name.to_owned());
-        let udp = spawn_in_netns(netns, move || {
-            let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp name server");
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .ok();
-            ready_tx.send(()).ok();
-            let mut buf = [0u8; 512];
-            while !udp_stop.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(udp_name.as_bytes(), peer);
-                }
-            }
-        })?;
-        for _ in 0..2 {
-            ready_rx
-                .recv_timeout(TIMEOUT)
-                .context("name server did not start")?;
-        }
-        Ok(NameServer {
-            stop,
-            threads: vec![tcp, udp],
-        })
+        };
+        let udp_name = name.as_bytes().to_vec();
+        let (stop, threads) = serve(netns, port, on_tcp, move |_| udp_name.clone())?;
+        Ok(NameServer { stop, threads })
     }
 }
 

@@ -105,6 +105,15 @@ impl Fixture {
             .apply_manifest("web-slice.yaml", &slice("web", endpoints))
             .unwrap();
     }
+    /// The `web` ClusterIP service with every backend ready, programmed on every node.
+    fn serve_web(&self) {
+        self.cluster
+            .apply_manifest("web.yaml", &service("web", VIP, ""))
+            .unwrap();
+        self.publish(&self.all_ready());
+        self.cluster.wait_frontend(&http(VIP), 3).unwrap();
+    }
+
     fn all_ready(&self) -> Vec<(Ipv4Addr, &str, &str)> {
         (self.backends.iter())
             .map(|(ip, node)| (*ip, node.as_str(), READY))
@@ -140,11 +149,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[test]
 fn cluster_ip_reaches_backends_on_every_node_from_every_node() {
     let f = fixture();
-    f.cluster
-        .apply_manifest("web.yaml", &service("web", VIP, ""))
-        .unwrap();
-    f.publish(&f.all_ready());
-    f.cluster.wait_frontend(&http(VIP), 3).unwrap();
+    f.serve_web();
     let all: BTreeSet<String> = (1..=3).map(|i| format!("web-{i}")).collect();
     for &client in &f.clients {
         let mut via_socket = BTreeSet::new();
@@ -266,11 +271,7 @@ fn connect_to_a_vip_without_endpoints_is_refused_at_once() {
 #[test]
 fn removed_endpoints_get_no_new_connections_and_others_keep_theirs() {
     let f = fixture();
-    f.cluster
-        .apply_manifest("web.yaml", &service("web", VIP, ""))
-        .unwrap();
-    f.publish(&f.all_ready());
-    f.cluster.wait_frontend(&http(VIP), 3).unwrap();
+    f.serve_web();
     // A long-lived connection through the per-packet path, on some backend.
     let client = f.clients[0];
     let netns = f.cluster.pods[client].netns.path();
@@ -335,11 +336,7 @@ fn removed_endpoints_get_no_new_connections_and_others_keep_theirs() {
 #[test]
 fn replacing_every_backend_one_by_one_fails_no_request() {
     let mut f = fixture();
-    f.cluster
-        .apply_manifest("web.yaml", &service("web", VIP, ""))
-        .unwrap();
-    f.publish(&f.all_ready());
-    f.cluster.wait_frontend(&http(VIP), 3).unwrap();
+    f.serve_web();
     let load = f
         .cluster
         .spawn_probe(f.clients[1], &["loop", "10.96.0.10:80", "8000"])

@@ -198,44 +198,57 @@ fn apply(
     reason: Reason,
 ) -> Outcome {
     let mut ports = *ports;
-    if entry.nat_saddr != 0 {
-        if nat::rewrite(
+    let rewritten = (entry.nat_saddr == 0
+        || rewrite(
             ctx,
             ip,
-            &ports,
+            &mut ports,
             End::Source,
             entry.nat_saddr,
             entry.nat_sport,
         )
-        .is_err()
-        {
-            return Outcome::Drop(Reason::DropServiceUnsupported);
-        }
-        ip.saddr = entry.nat_saddr;
-        if entry.nat_sport != 0 {
-            ports.sport = entry.nat_sport;
-        }
-    }
-    if entry.nat_daddr != 0 {
-        if nat::rewrite(
-            ctx,
-            ip,
-            &ports,
-            End::Destination,
-            entry.nat_daddr,
-            entry.nat_dport,
-        )
-        .is_err()
-        {
-            return Outcome::Drop(Reason::DropServiceUnsupported);
-        }
-        ip.daddr = entry.nat_daddr;
+        .is_ok())
+        && (entry.nat_daddr == 0
+            || rewrite(
+                ctx,
+                ip,
+                &mut ports,
+                End::Destination,
+                entry.nat_daddr,
+                entry.nat_dport,
+            )
+            .is_ok());
+    if !rewritten {
+        return Outcome::Drop(Reason::DropServiceUnsupported);
     }
     if entry.flags & CT_FLAG_TO_NETDEV != 0 {
         Outcome::ToNetdev
     } else {
         Outcome::Translated(reason)
     }
+}
+
+/// Rewrites one end of the packet and makes `ip` and `ports` describe the result (a zero
+/// port keeps the old one).
+#[inline(always)]
+fn rewrite(
+    ctx: &aya_ebpf::programs::TcContext,
+    ip: &mut Ipv4Summary,
+    ports: &mut Ports,
+    end: End,
+    address: u32,
+    port: u16,
+) -> Result<(), ()> {
+    nat::rewrite(ctx, ip, ports, end, address, port)?;
+    let (ip_field, port_field) = match end {
+        End::Source => (&mut ip.saddr, &mut ports.sport),
+        End::Destination => (&mut ip.daddr, &mut ports.dport),
+    };
+    *ip_field = address;
+    if port != 0 {
+        *port_field = port;
+    }
+    Ok(())
 }
 
 /// SNAT source ports for outside clients: above Linux's default ephemeral range, so they
