@@ -125,10 +125,14 @@ impl Cluster {
     }
 
     fn write_config(&self, index: usize) -> anyhow::Result<()> {
+        self.write_config_with(index, true)
+    }
+
+    fn write_config_with(&self, index: usize, socket_lb: bool) -> anyhow::Result<()> {
         let node = &self.nodes[index];
         let mut yaml = format!(
             "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\nmetricsAddress: 127.0.0.1:{METRICS_PORT}\n\
-             services:\n  manifests: {}\n  pollMs: 50\n  cgroupRoot: {}\npeers:\n",
+             services:\n  manifests: {}\n  pollMs: 50\n  cgroupRoot: {}\n  socketLB: {socket_lb}\npeers:\n",
             node.instance,
             node.name,
             node.ip,
@@ -288,6 +292,13 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Restarts node `index`'s agent with socket load balancing on or off.
+    pub fn restart_agent(&mut self, index: usize, socket_lb: bool) -> anyhow::Result<()> {
+        self.kill_agent(index)?;
+        self.write_config_with(index, socket_lb)?;
+        self.start_agent(index)
     }
 
     /// Kills node `index`'s agent with SIGKILL (no chance to clean up) and waits for it.

@@ -513,3 +513,48 @@ fn node_ports_answer_outside_clients_on_every_node() {
     assert!(counters["nodeport_translated"].packets > 0);
     assert!(counters["nodeport_reply"].packets > 0);
 }
+
+#[test]
+fn socket_lb_can_be_turned_off_and_on_per_node_across_restarts() {
+    let mut f = fixture();
+    f.serve_web();
+    let client = f.clients[0];
+    let socket_count = |f: &Fixture| f.cluster.counters(0).unwrap()["socket_translated"].packets;
+    let packet_count = |f: &Fixture| f.cluster.counters(0).unwrap()["service_translated"].packets;
+    let ask = |f: &Fixture| {
+        let line = f.cluster.probe(client, &["tcp", "10.96.0.10:80"]).unwrap();
+        assert!(line.starts_with("ok "), "{line}");
+        assert_eq!(field(&line, "peer"), Some("10.96.0.10:80"), "{line}");
+    };
+    ask(&f);
+    let sockets = socket_count(&f);
+    assert!(sockets > 0, "the socket hook translated the connection");
+
+    // Off: the same client in the same cgroup is now served by the per-packet path.
+    f.cluster.restart_agent(0, false).unwrap();
+    let packets = packet_count(&f);
+    ask(&f);
+    assert_eq!(
+        socket_count(&f),
+        sockets,
+        "no socket translation with socketLB: false"
+    );
+    assert!(
+        packet_count(&f) > packets,
+        "the tc path translated it instead"
+    );
+
+    // On again: the hooks come back (and the service maps were adopted, not rebuilt).
+    f.cluster.restart_agent(0, true).unwrap();
+    ask(&f);
+    assert!(socket_count(&f) > sockets);
+    let log = f.cluster.nodes[0].agent_log();
+    assert!(log.contains("socket load balancing detached"), "{log}");
+    let last_sync = (log.lines())
+        .rfind(|l| l.contains("services synced"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        last_sync.contains("writes=0"),
+        "a restart rewrites nothing: {last_sync}"
+    );
+}

@@ -513,3 +513,37 @@ fn a_full_service_map_is_an_error_naming_the_setting_and_is_counted() {
     drop(datapath);
     loader::unpin_all(&pin_dir).unwrap();
 }
+
+#[test]
+fn external_and_load_balancer_ips_are_translated_from_outside_and_from_pods() {
+    let external = Ipv4Addr::new(198, 51, 100, 7);
+    let balancer = Ipv4Addr::new(198, 51, 100, 8);
+    let mut dp = node();
+    let on = |address, kind| Frontend {
+        addr: FrontendAddr {
+            address,
+            port: 80,
+            protocol: Protocol::Tcp,
+        },
+        kind,
+        ..frontend(Protocol::Tcp, &[REMOTE_BACKEND], None)
+    };
+    dp.set_frontends(&[
+        on(external, FrontendKind::ExternalIp),
+        on(balancer, FrontendKind::LoadBalancer),
+    ]);
+    for address in [external, balancer] {
+        let syn = tcp((OUTSIDE, 50001), (address, 80), true);
+        let out = dp.run(PROG_FROM_NETDEV, &syn, TEST_RUN_IFINDEX).unwrap();
+        assert_eq!(out.verdict, TC_ACT_REDIRECT);
+        let ((src, _), dst) = endpoints_of(&out.packet);
+        assert_eq!((src, dst), (TEST_SNAT_IP, (REMOTE_BACKEND, 8080)));
+        let syn = tcp((CLIENT, CLIENT_PORT), (address, 80), true);
+        let out = dp.run(PROG_FROM_POD, &syn, TEST_RUN_IFINDEX).unwrap();
+        assert_eq!(
+            endpoints_of(&out.packet),
+            ((CLIENT, CLIENT_PORT), (REMOTE_BACKEND, 8080)),
+            "a pod reaching {address} needs no SNAT"
+        );
+    }
+}

@@ -1,9 +1,15 @@
 //! kaya-demo: brings up two simulated nodes with two pods each, sends traffic between every
-//! pair, and shows what crossed the VXLAN overlay and what the eBPF redirect delivered locally.
+//! pair, shows what crossed the VXLAN overlay and what the eBPF redirect delivered locally,
+//! then puts a ClusterIP Service in front of the pods and uses it.
+use kaya_agent::datapath::lb::LbMaps;
+use kaya_agent::services::{FrontendAddr, Protocol};
 use kaya_ebpf_common::tunnel::VXLAN_PORT;
 use kaya_tests::capture::VxlanCapture;
 use kaya_tests::cluster::Cluster;
-use kaya_tests::probe::{EchoServer, icmp_echo, tcp_echo, udp_echo};
+use kaya_tests::probe::{ECHO_PORT, EchoServer, icmp_echo, tcp_echo, udp_echo};
+use std::net::Ipv4Addr;
+
+const DEMO_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
 
 fn main() -> anyhow::Result<()> {
     println!("kaya demo: 2 simulated nodes (network namespaces), one kaya-agent each");
@@ -66,6 +72,45 @@ fn main() -> anyhow::Result<()> {
             frame.inner_protocol
         );
     }
+    println!("\na Service: ClusterIP {DEMO_VIP}:{ECHO_PORT} in front of all four pods");
+    let mut endpoints = String::new();
+    for pod in &cluster.pods {
+        let node = &cluster.nodes[pod.node].name;
+        endpoints += &format!("  - {{addresses: [{}], nodeName: {node}}}\n", pod.ip);
+    }
+    cluster.apply_manifest(
+        "echo.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: demo}}\n\
+             spec: {{clusterIP: {DEMO_VIP}, ports: [{{port: {ECHO_PORT}}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: echo-1, namespace: demo, labels: {{kubernetes.io/service-name: echo}}}}\n\
+             addressType: IPv4\nports: [{{port: {ECHO_PORT}}}]\nendpoints:\n{endpoints}"
+        ),
+    )?;
+    let frontend = FrontendAddr {
+        address: DEMO_VIP,
+        port: ECHO_PORT,
+        protocol: Protocol::Tcp,
+    };
+    cluster.wait_frontend(&frontend, 4)?;
+    println!("node-1's service table (kaya bpf lb list):");
+    let maps = LbMaps::open_pinned(&cluster.nodes[0].bpf_dir())?;
+    for line in kaya_agent::inspect::lb::services(&maps.read_table()?).lines() {
+        println!("  {line}");
+    }
+    for (index, pod) in cluster.pods.iter().enumerate() {
+        let per_packet = tcp_echo(&pod.netns.path(), DEMO_VIP).is_ok();
+        // kaya-probe runs inside the pod's cgroup, where the socket hooks apply.
+        let socket = cluster.probe(index, &["tcp", &format!("{DEMO_VIP}:{ECHO_PORT}")])?;
+        println!(
+            "  {} -> {DEMO_VIP}: per-packet LB {}, socket LB {}",
+            pod.name,
+            if per_packet { "ok" } else { "FAIL" },
+            socket
+        );
+    }
+
     println!("\ndatapath counters (packets):");
     for (index, node) in cluster.nodes.iter().enumerate() {
         let counters = cluster.counters(index)?;
