@@ -508,6 +508,16 @@ fn node_ports_answer_outside_clients_on_every_node() {
             "source kept: {answer}"
         );
     }
+    // Node 3 has none of the Local service's endpoints: outside clients are dropped there
+    // (as kube-proxy does, so load balancers' health checks steer away), not refused.
+    let node3 = f.cluster.nodes[2].ip;
+    let dropped = in_netns(&outside.path(), move || {
+        TcpStream::connect_timeout(&(node3, 30081).into(), Duration::from_millis(700))
+    })
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(dropped.kind(), std::io::ErrorKind::TimedOut, "{dropped}");
+
     // Node 3 has no backend: its requests went into the overlay, replies came back from it.
     let counters = f.cluster.counters(2).unwrap();
     assert!(counters["nodeport_translated"].packets > 0);

@@ -58,6 +58,7 @@ fn frontend(protocol: Protocol, backends: &[Ipv4Addr], affinity: Option<u32>) ->
             .collect(),
         affinity_timeout_s: affinity,
         preserve_source: false,
+        drop_without_local: false,
     }
 }
 
@@ -546,4 +547,18 @@ fn external_and_load_balancer_ips_are_translated_from_outside_and_from_pods() {
             "a pod reaching {address} needs no SNAT"
         );
     }
+}
+
+#[test]
+fn local_policy_without_local_endpoints_drops_outside_clients() {
+    let mut dp = node();
+    dp.set_frontends(&[Frontend {
+        drop_without_local: true,
+        ..node_port(&[], true)
+    }]);
+    let syn = tcp((OUTSIDE, 50000), (NODE_IP, NODE_PORT), true);
+    let out = dp.run(PROG_FROM_NETDEV, &syn, TEST_RUN_IFINDEX).unwrap();
+    assert_eq!(out.verdict, TC_ACT_SHOT, "dropped, not refused");
+    assert_eq!(dp.counter(Reason::DropNoLocalEndpoints.name()), 1);
+    assert_eq!(dp.counter(Reason::ServiceRejected.name()), 0);
 }

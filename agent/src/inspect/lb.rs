@@ -2,7 +2,10 @@
 //! table as the datapath sees them.
 use kaya_ebpf_common::{
     ct::{CT_FLAG_SNAT, CT_FORWARD, CtEntry, CtKey},
-    lb::{SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_PRESERVE_SOURCE, ServiceKey},
+    lb::{
+        SVC_FLAG_AFFINITY, SVC_FLAG_DROP_WITHOUT_LOCAL, SVC_FLAG_EXTERNAL,
+        SVC_FLAG_PRESERVE_SOURCE, ServiceKey,
+    },
 };
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -42,6 +45,9 @@ pub fn services(table: &LbTable) -> String {
         }
         if head.flags & SVC_FLAG_PRESERVE_SOURCE != 0 {
             flags.push("local".to_owned());
+        }
+        if head.flags & SVC_FLAG_DROP_WITHOUT_LOCAL != 0 {
+            flags.push("drop-without-local".to_owned());
         }
         if head.flags & SVC_FLAG_AFFINITY != 0 {
             flags.push(format!("affinity={}s", head.affinity_timeout_s));
@@ -184,6 +190,7 @@ mod tests {
                 }],
                 affinity_timeout_s: Some(30),
                 preserve_source: false,
+                drop_without_local: false,
             },
             Frontend {
                 addr: addr(11, 80),
@@ -192,6 +199,7 @@ mod tests {
                 backends: vec![],
                 affinity_timeout_s: None,
                 preserve_source: false,
+                drop_without_local: false,
             },
         ];
         table.sync(&frontends, &mut Null).unwrap();

@@ -116,4 +116,7 @@ pub struct Frontend {
     pub affinity_timeout_s: Option<u32>,
     /// externalTrafficPolicy: Local on an external frontend: no SNAT.
     pub preserve_source: bool,
+    /// No backends here although the service has endpoints elsewhere (policy Local): outside
+    /// clients are dropped, not refused.
+    pub drop_without_local: bool,
 }

@@ -51,6 +51,7 @@ pub fn plan(catalog: &Catalog, node: &NodeView) -> Plan {
                 } else {
                     service.internal_local
                 };
+                let preserve_source = kind.is_external() && service.external_local;
                 let frontend = Frontend {
                     addr,
                     kind,
@@ -61,7 +62,8 @@ pub fn plan(catalog: &Catalog, node: &NodeView) -> Plan {
                         cluster.clone()
                     },
                     affinity_timeout_s: service.affinity_timeout_s,
-                    preserve_source: kind.is_external() && service.external_local,
+                    preserve_source,
+                    drop_without_local: preserve_source && local.is_empty() && !cluster.is_empty(),
                 };
                 match frontends.get(&addr) {
                     Some(existing) => conflicts.push(format!(
@@ -277,6 +279,10 @@ endpoints:
         };
         let plan = super::plan(&catalog(&[&service], &[WEB_SLICE]), &other);
         assert!(plan.frontends.iter().all(|f| f.backends.is_empty()));
+        // Outside clients of this node are dropped (the service has endpoints elsewhere).
+        for frontend in &plan.frontends {
+            assert_eq!(frontend.drop_without_local, frontend.kind.is_external());
+        }
     }
 
     #[test]

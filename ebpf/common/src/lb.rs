@@ -20,6 +20,9 @@ pub const SVC_FLAG_AFFINITY: u16 = 1 << 0;
 pub const SVC_FLAG_EXTERNAL: u16 = 1 << 1;
 /// externalTrafficPolicy: Local: keep the client's source address (no SNAT).
 pub const SVC_FLAG_PRESERVE_SOURCE: u16 = 1 << 2;
+/// With SVC_FLAG_PRESERVE_SOURCE and no backends: the service has endpoints, just none on
+/// this node, so outside clients are dropped rather than refused (kube-proxy's behaviour).
+pub const SVC_FLAG_DROP_WITHOUT_LOCAL: u16 = 1 << 3;
 
 /// One frontend slot. Slot 0 is the frontend itself (backend count, flags); slots 1..=count
 /// each name one backend, so a random pick is one more lookup.

@@ -55,9 +55,12 @@ pub enum Reason {
     NodePortTranslated = 18,
     /// A reply to an outside client was translated and sent out of the uplink.
     NodePortReply = 19,
+    /// An outside client of an `externalTrafficPolicy: Local` frontend reached a node with
+    /// none of its endpoints: dropped, as kube-proxy does (load balancers health-check).
+    DropNoLocalEndpoints = 20,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 21;
 /// Size of the metrics array: room to append reasons without a new map version.
 pub const METRICS_MAX: u32 = 64;
 
@@ -83,6 +86,7 @@ impl Reason {
         Reason::SocketRejected,
         Reason::NodePortTranslated,
         Reason::NodePortReply,
+        Reason::DropNoLocalEndpoints,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -107,6 +111,7 @@ impl Reason {
             Reason::SocketRejected => "socket_rejected",
             Reason::NodePortTranslated => "nodeport_translated",
             Reason::NodePortReply => "nodeport_reply",
+            Reason::DropNoLocalEndpoints => "drop_no_local_endpoints",
         }
     }
 

@@ -4,7 +4,7 @@
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use kaya_ebpf_common::{
     ct::{CT_FLAG_SNAT, CT_FLAG_TO_NETDEV, CT_FORWARD, CT_REPLY, CtEntry, CtKey},
-    lb::{SVC_FLAG_EXTERNAL, SVC_FLAG_PRESERVE_SOURCE, ServiceValue},
+    lb::{SVC_FLAG_DROP_WITHOUT_LOCAL, SVC_FLAG_EXTERNAL, SVC_FLAG_PRESERVE_SOURCE, ServiceValue},
     metrics::Reason,
 };
 
@@ -283,6 +283,9 @@ pub fn from_netdev(ctx: &aya_ebpf::programs::TcContext, ip: &mut Ipv4Summary) ->
     let Some((backend_id, backend)) =
         lb::select(ip.daddr, ports.dport, ip.protocol, &service, client)
     else {
+        if service.flags & SVC_FLAG_DROP_WITHOUT_LOCAL != 0 {
+            return Outcome::Drop(Reason::DropNoLocalEndpoints);
+        }
         return Outcome::Reject(ports);
     };
     external_flow(ctx, ip, &ports, &service, backend_id, backend)

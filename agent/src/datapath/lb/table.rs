@@ -3,8 +3,8 @@
 //! backends before the slots naming them, slots before the count that exposes them, the
 //! count before surplus slots go, and backends last.
 use kaya_ebpf_common::lb::{
-    Backend, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_PRESERVE_SOURCE, ServiceKey,
-    ServiceValue,
+    Backend, SVC_FLAG_AFFINITY, SVC_FLAG_DROP_WITHOUT_LOCAL, SVC_FLAG_EXTERNAL,
+    SVC_FLAG_PRESERVE_SOURCE, ServiceKey, ServiceValue,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -122,6 +122,9 @@ fn flags(frontend: &Frontend) -> u16 {
     }
     if frontend.preserve_source {
         flags |= SVC_FLAG_PRESERVE_SOURCE;
+    }
+    if frontend.drop_without_local {
+        flags |= SVC_FLAG_DROP_WITHOUT_LOCAL;
     }
     flags
 }
@@ -362,6 +365,7 @@ mod tests {
                 .collect(),
             affinity_timeout_s: None,
             preserve_source: false,
+            drop_without_local: false,
         }
     }
 
