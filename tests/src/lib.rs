@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod kube_proxy;
 pub mod netns;
 pub mod policy_model;
+pub mod policy_scenarios;
 pub mod probe;
 pub mod services_bench;
 pub mod underlay;
