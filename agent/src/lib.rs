@@ -10,6 +10,7 @@ pub mod instance;
 pub mod masquerade;
 pub mod netdev;
 pub mod node;
+pub mod policy;
 pub mod prometheus;
 pub mod registry;
 pub mod services;
