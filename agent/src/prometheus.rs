@@ -9,112 +9,115 @@ use tokio::net::TcpListener;
 use crate::datapath::metrics;
 use crate::services::sync::{LbStats, ServiceSync};
 
+/// One metric family: its HELP and TYPE lines, then a sample per (labels, value).
+fn family(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
 pub fn render(stats: &LbStats, counters: &metrics::Totals) -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+    let one = |value: f64| [(String::new(), value)];
+    let by_map = |services: f64, backends: f64| {
+        [
+            ("{map=\"services\"}".to_owned(), services),
+            ("{map=\"backends\"}".to_owned(), backends),
+        ]
     };
-    gauge(
+    let by_reason = |value: fn(&kaya_ebpf_common::metrics::Counter) -> u64| -> Vec<(String, f64)> {
+        (counters.iter())
+            .map(|(reason, counter)| (format!("{{reason=\"{reason}\"}}"), value(counter) as f64))
+            .collect()
+    };
+    family(
+        &mut out,
         "kaya_lb_services",
         "Services with at least one frontend programmed.",
         "gauge",
-        stats.services as f64,
+        &one(stats.services as f64),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_frontends",
         "Frontends programmed (VIP, node and external addresses).",
         "gauge",
-        stats.frontends as f64,
+        &one(stats.frontends as f64),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_backends",
         "Distinct backends programmed.",
         "gauge",
-        stats.backends as f64,
+        &one(stats.backends as f64),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_sync_duration_seconds",
         "Duration of the last service sync.",
         "gauge",
-        stats.last_sync.as_secs_f64(),
+        &one(stats.last_sync.as_secs_f64()),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_syncs_total",
         "Service syncs attempted.",
         "counter",
-        stats.syncs_total as f64,
+        &one(stats.syncs_total as f64),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_sync_errors_total",
         "Service syncs that failed.",
         "counter",
-        stats.sync_errors_total as f64,
+        &one(stats.sync_errors_total as f64),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_map_full_total",
         "Syncs that failed on a full map.",
         "counter",
-        stats.map_full_total as f64,
+        &one(stats.map_full_total as f64),
     );
-    gauge(
+    family(
+        &mut out,
         "kaya_lb_conntrack_purged_total",
         "Conntrack entries removed with their backend.",
         "counter",
-        stats.ct_entries_purged_total as f64,
+        &one(stats.ct_entries_purged_total as f64),
     );
-    let _ = writeln!(
-        out,
-        "# HELP kaya_bpf_map_entries Entries in a datapath map.\n# TYPE kaya_bpf_map_entries gauge"
+    family(
+        &mut out,
+        "kaya_bpf_map_entries",
+        "Entries in a datapath map.",
+        "gauge",
+        &by_map(stats.services_map_entries as f64, stats.backends as f64),
     );
-    let _ = writeln!(
-        out,
-        "kaya_bpf_map_entries{{map=\"services\"}} {}",
-        stats.services_map_entries
+    family(
+        &mut out,
+        "kaya_bpf_map_capacity",
+        "Capacity of a datapath map.",
+        "gauge",
+        &by_map(
+            f64::from(stats.services_map_max),
+            f64::from(stats.backends_map_max),
+        ),
     );
-    let _ = writeln!(
-        out,
-        "kaya_bpf_map_entries{{map=\"backends\"}} {}",
-        stats.backends
+    family(
+        &mut out,
+        "kaya_datapath_packets_total",
+        "Packets by datapath decision.",
+        "counter",
+        &by_reason(|c| c.packets),
     );
-    let _ = writeln!(
-        out,
-        "# HELP kaya_bpf_map_capacity Capacity of a datapath map.\n# TYPE kaya_bpf_map_capacity gauge"
+    family(
+        &mut out,
+        "kaya_datapath_bytes_total",
+        "Bytes by datapath decision.",
+        "counter",
+        &by_reason(|c| c.bytes),
     );
-    let _ = writeln!(
-        out,
-        "kaya_bpf_map_capacity{{map=\"services\"}} {}",
-        stats.services_map_max
-    );
-    let _ = writeln!(
-        out,
-        "kaya_bpf_map_capacity{{map=\"backends\"}} {}",
-        stats.backends_map_max
-    );
-    let _ = writeln!(
-        out,
-        "# HELP kaya_datapath_packets_total Packets by datapath decision.\n# TYPE kaya_datapath_packets_total counter"
-    );
-    for (reason, counter) in counters {
-        let _ = writeln!(
-            out,
-            "kaya_datapath_packets_total{{reason=\"{reason}\"}} {}",
-            counter.packets
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP kaya_datapath_bytes_total Bytes by datapath decision.\n# TYPE kaya_datapath_bytes_total counter"
-    );
-    for (reason, counter) in counters {
-        let _ = writeln!(
-            out,
-            "kaya_datapath_bytes_total{{reason=\"{reason}\"}} {}",
-            counter.bytes
-        );
-    }
     out
 }
 

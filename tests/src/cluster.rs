@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::workspace_binary;
 use crate::cni_invoke::{Invocation, invoke};
-use crate::netns::{self, TestNetns, enter_on_exec, join_cgroup_on_exec};
+use crate::netns::{self, TestNetns, enter_on_exec};
 use crate::underlay;
 
 /// Parent of every test cluster's state; one directory per cluster, named by netns::unique_tag.
@@ -190,14 +190,11 @@ impl Cluster {
         backends: u16,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let key = kaya_agent::datapath::lb::table::slot_key(frontend, 0);
         let node = &self.nodes[index];
         loop {
             let maps = kaya_agent::datapath::lb::LbMaps::open_pinned(&node.bpf_dir())?;
-            let table = maps.read_table()?;
-            if table
-                .slots
-                .get(&key)
+            if maps
+                .head(frontend)
                 .is_some_and(|head| head.count == backends)
             {
                 return Ok(());
@@ -223,16 +220,10 @@ impl Cluster {
     /// Starts kaya-probe inside pod `pod` with its stdout piped.
     pub fn spawn_probe(&self, pod: usize, args: &[&str]) -> anyhow::Result<Child> {
         let pod = &self.pods[pod];
-        let node = &self.nodes[pod.node];
-        let mut command = Command::new(workspace_binary("kaya-probe"));
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        enter_on_exec(&mut command, &pod.netns.path())?;
-        join_cgroup_on_exec(&mut command, &self.cgroup.join(&node.instance))?;
-        command.spawn().context("running kaya-probe")
+        let cgroup = self.cgroup.join(&self.nodes[pod.node].instance);
+        crate::probe::probe_command(&pod.netns.path(), Some(&cgroup), args)?
+            .spawn()
+            .context("running kaya-probe")
     }
 
     pub fn socket_path(&self, index: usize) -> PathBuf {

@@ -102,6 +102,27 @@ fn echo_tcp(mut stream: TcpStream) {
     }
 }
 
+/// The kaya-probe client (tests/src/bin/kaya-probe.rs) with `args`, set to run inside
+/// `netns` and, when given, `cgroup` (where the socket-level service hooks apply); its
+/// stdout is piped.
+pub fn probe_command(
+    netns: &Path,
+    cgroup: Option<&Path>,
+    args: &[&str],
+) -> anyhow::Result<std::process::Command> {
+    let mut command = std::process::Command::new(crate::binaries::workspace_binary("kaya-probe"));
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    crate::netns::enter_on_exec(&mut command, netns)?;
+    if let Some(cgroup) = cgroup {
+        crate::netns::join_cgroup_on_exec(&mut command, cgroup)?;
+    }
+    Ok(command)
+}
+
 /// Connects from `netns` to `dst`, sends a message and expects it back.
 pub fn tcp_echo(netns: &Path, dst: Ipv4Addr) -> anyhow::Result<()> {
     in_netns(netns, move || -> anyhow::Result<()> {

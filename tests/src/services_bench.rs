@@ -10,16 +10,14 @@ use kaya_agent::services::catalog::{EndpointDef, PortDef, ServiceDef, SliceDef};
 use kaya_agent::services::{Catalog, NodeView, ObjectName, Protocol, plan};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::baseline::{BaselineCluster, Interconnect};
 use crate::bench::{BenchReport, IPERF_PORT, iperf_gbps_via, median};
-use crate::binaries::workspace_binary;
 use crate::cluster::Cluster;
 use crate::kube_proxy::{self, RenderedService};
-use crate::netns::{TestNetns, enter_on_exec, join_cgroup_on_exec};
-use crate::probe::OneShotServer;
+use crate::netns::TestNetns;
+use crate::probe::{OneShotServer, probe_command};
 
 pub const ENDPOINTS_PER_SERVICE: usize = 10;
 const CLUSTER_CIDR: &str = "10.128.0.0/9";
@@ -216,19 +214,9 @@ fn rate(
     target: (Ipv4Addr, u16),
     millis: u64,
 ) -> anyhow::Result<Rate> {
-    let mut command = Command::new(workspace_binary("kaya-probe"));
-    command
-        .args([
-            "rate",
-            &format!("{}:{}", target.0, target.1),
-            &millis.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    enter_on_exec(&mut command, &netns.path())?;
-    if let Some(cgroup) = cgroup {
-        join_cgroup_on_exec(&mut command, cgroup)?;
-    }
+    let target = format!("{}:{}", target.0, target.1);
+    let args = ["rate", &target, &millis.to_string()];
+    let mut command = probe_command(&netns.path(), cgroup, &args)?;
     let output = command.output().context("running kaya-probe rate")?;
     let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let field = |key: &str| -> anyhow::Result<f64> {
@@ -329,6 +317,10 @@ pub fn connections(
     let cgroup = kaya.cgroup.join(&kaya.nodes[0].instance);
     let vip = (TARGET_VIP, TARGET_PORT);
     let to_vip = (TARGET_VIP, IPERF_PORT);
+    let iperf = |client: &TestNetns, cgroup: Option<&Path>, server: &TestNetns, target| {
+        iperf_gbps_via(client, cgroup, server, target, plan.iperf_seconds)
+    };
+    let base_iperf = || iperf(&base_client.netns, None, &base_server.netns, to_vip);
     for (index, &scale) in scales.iter().enumerate() {
         eprintln!("{scale} services: programming kaya and kube-proxy-iptables");
         let services = rendered(scale, base_server.ip);
@@ -362,44 +354,20 @@ pub fn connections(
         ];
         round_robin(report, plan, scale, &mut contenders)?;
         if index == 0 {
-            let seconds = plan.iperf_seconds;
             let mut contenders: Vec<(&str, ThroughputRun<'_>)> = vec![
                 (
                     "kaya-socket-lb",
-                    Box::new(|| {
-                        iperf_gbps_via(&client.netns, Some(&cgroup), &server.netns, to_vip, seconds)
-                    }),
+                    Box::new(|| iperf(&client.netns, Some(&cgroup), &server.netns, to_vip)),
                 ),
                 (
                     "kaya-tc",
-                    Box::new(|| {
-                        iperf_gbps_via(&client.netns, None, &server.netns, to_vip, seconds)
-                    }),
+                    Box::new(|| iperf(&client.netns, None, &server.netns, to_vip)),
                 ),
                 (
                     "direct",
-                    Box::new(|| {
-                        iperf_gbps_via(
-                            &client.netns,
-                            None,
-                            &server.netns,
-                            (server.ip, IPERF_PORT),
-                            seconds,
-                        )
-                    }),
+                    Box::new(|| iperf(&client.netns, None, &server.netns, (server.ip, IPERF_PORT))),
                 ),
-                (
-                    "kube-proxy-iptables",
-                    Box::new(|| {
-                        iperf_gbps_via(
-                            &base_client.netns,
-                            None,
-                            &base_server.netns,
-                            to_vip,
-                            seconds,
-                        )
-                    }),
-                ),
+                ("kube-proxy-iptables", Box::new(base_iperf)),
             ];
             throughput_round_robin(report, plan, &mut contenders)?;
         }
@@ -415,19 +383,8 @@ pub fn connections(
         )];
         round_robin(report, plan, scale, &mut contenders)?;
         if index == 0 {
-            let seconds = plan.iperf_seconds;
-            let mut contenders: Vec<(&str, ThroughputRun<'_>)> = vec![(
-                "kube-proxy-nftables",
-                Box::new(|| {
-                    iperf_gbps_via(
-                        &base_client.netns,
-                        None,
-                        &base_server.netns,
-                        to_vip,
-                        seconds,
-                    )
-                }),
-            )];
+            let mut contenders: Vec<(&str, ThroughputRun<'_>)> =
+                vec![("kube-proxy-nftables", Box::new(base_iperf))];
             throughput_round_robin(report, plan, &mut contenders)?;
         }
         kube_proxy::remove_nft(&base_node)?;

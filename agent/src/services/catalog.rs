@@ -97,10 +97,7 @@ impl Catalog {
         .insert(def.name.clone());
         self.slices.insert(def.name.clone(), def);
     }
-    pub fn remove_service(&mut self, name: &ObjectName) {
-        self.services.remove(name);
-    }
-    pub fn remove_slice(&mut self, name: &ObjectName) {
+    fn remove_slice(&mut self, name: &ObjectName) {
         if let Some(old) = self.slices.remove(name)
             && let Some(names) = self.slices_by_service.get_mut(&old.service)
         {

@@ -60,7 +60,7 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         Outcome::Untouched => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
         Outcome::ToNetdev => {
-            let verdict = netdev::send_out(ctx);
+            let verdict = netdev::send_out();
             return record(
                 ctx,
                 POINT_FROM_POD,

@@ -13,10 +13,15 @@ pub const AFFINITY_BY_NETNS: u16 = 1;
 /// The frontend (slot 0) for a destination, if it is a service.
 #[inline(always)]
 pub fn frontend(address: u32, port: u16, protocol: u8) -> Option<ServiceValue> {
+    slot(address, port, protocol, 0)
+}
+
+#[inline(always)]
+fn slot(address: u32, port: u16, protocol: u8, slot: u16) -> Option<ServiceValue> {
     let key = ServiceKey {
         address,
         port,
-        slot: 0,
+        slot,
         protocol,
         _pad: [0; 3],
     };
@@ -35,6 +40,16 @@ pub fn backend(id: u32) -> Option<Backend> {
 pub struct Client {
     pub id: u32,
     pub scope: u16,
+}
+
+impl Client {
+    /// A client known by its IPv4 address (the tc paths).
+    pub fn by_address(address: u32) -> Self {
+        Client {
+            id: address,
+            scope: 0,
+        }
+    }
 }
 
 /// Picks a backend for a new flow to the frontend (address, port, protocol).
@@ -83,16 +98,8 @@ pub fn select(
 }
 
 #[inline(always)]
-fn slot_backend(address: u32, port: u16, protocol: u8, slot: u16) -> Option<u32> {
-    let key = ServiceKey {
-        address,
-        port,
-        slot,
-        protocol,
-        _pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    unsafe { SERVICES.get(&key).map(|value| value.backend_id) }
+fn slot_backend(address: u32, port: u16, protocol: u8, index: u16) -> Option<u32> {
+    slot(address, port, protocol, index).map(|value| value.backend_id)
 }
 
 #[inline(always)]

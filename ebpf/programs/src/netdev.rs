@@ -21,7 +21,7 @@ use crate::{
 /// Sends a rewritten reply out of the uplink; the kernel's FIB and neighbour table supply
 /// the next hop and MACs.
 #[inline(always)]
-pub fn send_out(_ctx: &TcContext) -> i32 {
+pub fn send_out() -> i32 {
     let uplink = config().uplink_ifindex;
     if uplink == 0 {
         return TC_ACT_SHOT as i32;

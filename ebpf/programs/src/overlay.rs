@@ -122,7 +122,7 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
         Outcome::Untouched | Outcome::Reject(_) => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
         Outcome::ToNetdev => {
-            let verdict = crate::netdev::send_out(ctx);
+            let verdict = crate::netdev::send_out();
             return record(
                 ctx,
                 POINT_FROM_OVERLAY,

@@ -77,18 +77,8 @@ pub struct Ports {
     /// Offset of the L4 checksum from the start of the frame; 0 for SCTP (CRC32c, not
     /// incrementally updatable).
     pub csum_offset: u32,
-}
-
-/// A TCP segment that opens a connection (SYN without ACK).
-#[inline(always)]
-pub fn is_tcp_syn(ctx: &TcContext, ip: &Ipv4Summary) -> bool {
-    if ip.protocol != IPPROTO_TCP {
-        return false;
-    }
-    match ctx.load::<u8>(ip.l4_offset as usize + 13) {
-        Ok(flags) => flags & 0x12 == 0x02,
-        Err(_) => false,
-    }
+    /// A TCP segment that opens a connection (SYN without ACK).
+    pub tcp_syn: bool,
 }
 
 pub enum L4 {
@@ -117,6 +107,11 @@ pub fn ports(ctx: &TcContext, ip: &Ipv4Summary) -> L4 {
     let Ok(ports) = ctx.load::<[u16; 2]>(ip.l4_offset as usize) else {
         return L4::Malformed;
     };
+    let tcp_syn = ip.protocol == IPPROTO_TCP
+        && match ctx.load::<u8>(ip.l4_offset as usize + 13) {
+            Ok(flags) => flags & 0x12 == 0x02,
+            Err(_) => return L4::Malformed,
+        };
     L4::Ports(Ports {
         sport: ports[0],
         dport: ports[1],
@@ -125,5 +120,6 @@ pub fn ports(ctx: &TcContext, ip: &Ipv4Summary) -> L4 {
         } else {
             ip.l4_offset + csum_field
         },
+        tcp_syn,
     })
 }

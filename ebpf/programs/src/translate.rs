@@ -40,23 +40,21 @@ pub fn from_pod(ctx: &aya_ebpf::programs::TcContext, ip: &mut Ipv4Summary) -> Ou
     };
     match lb::frontend(ip.daddr, ports.dport, ip.protocol) {
         Some(service) => forward(ctx, ip, &ports, &service),
-        None => {
-            if packet::is_tcp_syn(ctx, ip) {
-                // A new direct connection may reuse the tuple of a closed translated one:
-                // its replies must not be translated by that flow's leftover entry.
-                ct::forget(&CtKey {
-                    saddr: ip.daddr,
-                    daddr: ip.saddr,
-                    sport: ports.dport,
-                    dport: ports.sport,
-                    protocol: ip.protocol,
-                    direction: CT_REPLY,
-                    _pad: 0,
-                });
-                return Outcome::Untouched;
-            }
-            reply(ctx, ip, &ports)
+        None if ports.tcp_syn => {
+            // A new direct connection may reuse the tuple of a closed translated one: its
+            // replies must not be translated by that flow's leftover entry.
+            ct::forget(&CtKey {
+                saddr: ip.daddr,
+                daddr: ip.saddr,
+                sport: ports.dport,
+                dport: ports.sport,
+                protocol: ip.protocol,
+                direction: CT_REPLY,
+                _pad: 0,
+            });
+            Outcome::Untouched
         }
+        None => reply(ctx, ip, &ports),
     }
 }
 
@@ -89,70 +87,36 @@ fn forward(
     ctx: &aya_ebpf::programs::TcContext,
     ip: &mut Ipv4Summary,
     ports: &Ports,
-    service: &kaya_ebpf_common::lb::ServiceValue,
+    service: &ServiceValue,
 ) -> Outcome {
     let forward_key = key(ip, ports, CT_FORWARD);
-    if let Some(entry) = tracked(ctx, ip, ports, &forward_key) {
+    if let Some(entry) = tracked(ip, ports, &forward_key) {
         return apply(ctx, ip, ports, &entry, Reason::ServiceTranslated);
     }
-    let client = Client {
-        id: ip.saddr,
-        scope: 0,
-    };
+    let client = Client::by_address(ip.saddr);
     let Some((backend_id, backend)) =
         lb::select(ip.daddr, ports.dport, ip.protocol, service, client)
     else {
         return Outcome::Reject(*ports);
     };
     let hairpin = backend.address == ip.saddr;
-    let snat_address = if hairpin { config().hairpin_ip } else { 0 };
     let entry = CtEntry {
-        nat_saddr: snat_address,
+        nat_saddr: if hairpin { config().hairpin_ip } else { 0 },
         nat_daddr: backend.address,
-        nat_sport: 0,
         nat_dport: backend.port,
         backend_id,
         rev_nat_id: service.rev_nat_id,
         flags: if hairpin { CT_FLAG_SNAT } else { 0 },
         ..CtEntry::default()
     };
-    let reply_key = CtKey {
-        saddr: backend.address,
-        daddr: if hairpin { snat_address } else { ip.saddr },
-        sport: backend.port,
-        dport: ports.sport,
-        protocol: ip.protocol,
-        direction: CT_REPLY,
-        _pad: 0,
-    };
-    let reply_entry = CtEntry {
-        nat_saddr: ip.daddr,
-        nat_sport: ports.dport,
-        nat_daddr: if hairpin { ip.saddr } else { 0 },
-        nat_dport: 0,
-        backend_id,
-        rev_nat_id: service.rev_nat_id,
-        ..CtEntry::default()
-    };
-    if !ct::create(&forward_key, &entry, &reply_key, &reply_entry) {
-        return Outcome::Drop(Reason::DropMapFull);
-    }
-    apply(ctx, ip, ports, &entry, Reason::ServiceTranslated)
+    open(ctx, ip, ports, &entry, 0, Reason::ServiceTranslated)
 }
 
-/// The flow's forward entry, if the flow can go on with it: its backend still exists, its
-/// reply entry too (the LRU or a direct connection's SYN may have dropped it), and this is
-/// not a TCP SYN (a new connection reusing a closed flow's ports picks afresh). Otherwise
-/// the entry is dropped and the caller sets the flow up again.
+/// Where the replies of a flow translated by `entry` come from and go to: the backend,
+/// answering the (possibly SNATed) client.
 #[inline(always)]
-fn tracked(
-    ctx: &aya_ebpf::programs::TcContext,
-    ip: &Ipv4Summary,
-    ports: &Ports,
-    forward_key: &CtKey,
-) -> Option<CtEntry> {
-    let entry = ct::lookup(forward_key)?;
-    let reply_key = CtKey {
+fn reply_key(entry: &CtEntry, ip: &Ipv4Summary, ports: &Ports) -> CtKey {
+    CtKey {
         saddr: entry.nat_daddr,
         daddr: if entry.nat_saddr != 0 {
             entry.nat_saddr
@@ -168,10 +132,53 @@ fn tracked(
         protocol: ip.protocol,
         direction: CT_REPLY,
         _pad: 0,
+    }
+}
+
+/// Records a new flow (its forward `entry` and the reply entry it implies: back to the
+/// frontend, and to the client's own address and port where they were SNATed), then
+/// rewrites the packet.
+#[inline(always)]
+fn open(
+    ctx: &aya_ebpf::programs::TcContext,
+    ip: &mut Ipv4Summary,
+    ports: &Ports,
+    entry: &CtEntry,
+    reply_flags: u16,
+    reason: Reason,
+) -> Outcome {
+    let reply_entry = CtEntry {
+        nat_saddr: ip.daddr,
+        nat_sport: ports.dport,
+        nat_daddr: if entry.nat_saddr != 0 { ip.saddr } else { 0 },
+        nat_dport: if entry.nat_sport != 0 { ports.sport } else { 0 },
+        backend_id: entry.backend_id,
+        rev_nat_id: entry.rev_nat_id,
+        flags: reply_flags,
+        ..CtEntry::default()
     };
+    let forward_key = key(ip, ports, CT_FORWARD);
+    if !ct::create(
+        &forward_key,
+        entry,
+        &reply_key(entry, ip, ports),
+        &reply_entry,
+    ) {
+        return Outcome::Drop(Reason::DropMapFull);
+    }
+    apply(ctx, ip, ports, entry, reason)
+}
+
+/// The flow's forward entry, if the flow can go on with it: its backend still exists, its
+/// reply entry too (the LRU or a direct connection's SYN may have dropped it), and this is
+/// not a TCP SYN (a new connection reusing a closed flow's ports picks afresh). Otherwise
+/// the entry is dropped and the caller sets the flow up again.
+#[inline(always)]
+fn tracked(ip: &Ipv4Summary, ports: &Ports, forward_key: &CtKey) -> Option<CtEntry> {
+    let entry = ct::lookup(forward_key)?;
     if lb::backend(entry.backend_id).is_some()
-        && ct::exists(&reply_key)
-        && !packet::is_tcp_syn(ctx, ip)
+        && ct::exists(&reply_key(&entry, ip, ports))
+        && !ports.tcp_syn
     {
         return Some(entry);
     }
@@ -273,13 +280,10 @@ pub fn from_netdev(ctx: &aya_ebpf::programs::TcContext, ip: &mut Ipv4Summary) ->
         return Outcome::Untouched;
     }
     let forward_key = key(ip, &ports, CT_FORWARD);
-    if let Some(entry) = tracked(ctx, ip, &ports, &forward_key) {
+    if let Some(entry) = tracked(ip, &ports, &forward_key) {
         return apply(ctx, ip, &ports, &entry, Reason::NodePortTranslated);
     }
-    let client = Client {
-        id: ip.saddr,
-        scope: 0,
-    };
+    let client = Client::by_address(ip.saddr);
     let Some((backend_id, backend)) =
         lb::select(ip.daddr, ports.dport, ip.protocol, &service, client)
     else {
@@ -300,57 +304,37 @@ fn external_flow(
     backend_id: u32,
     backend: kaya_ebpf_common::lb::Backend,
 ) -> Outcome {
-    let preserve = service.flags & SVC_FLAG_PRESERVE_SOURCE != 0;
-    let snat_ip = config().snat_ip;
-    if !preserve && snat_ip == 0 {
-        return Outcome::Drop(Reason::DropServiceUnsupported);
-    }
-    let (client_addr, client_port) = if preserve {
-        (ip.saddr, ports.sport)
+    // externalTrafficPolicy: Local keeps the client's address; Cluster SNATs it.
+    let (nat_saddr, nat_sport) = if service.flags & SVC_FLAG_PRESERVE_SOURCE != 0 {
+        (0, 0)
     } else {
+        let snat_ip = config().snat_ip;
+        if snat_ip == 0 {
+            return Outcome::Drop(Reason::DropServiceUnsupported);
+        }
         match free_snat_port(snat_ip, &backend, ip.protocol) {
             Some(port) => (snat_ip, port),
             None => return Outcome::Drop(Reason::DropMapFull),
         }
     };
     let entry = CtEntry {
-        nat_saddr: if preserve { 0 } else { client_addr },
-        nat_sport: if preserve { 0 } else { client_port },
+        nat_saddr,
+        nat_sport,
         nat_daddr: backend.address,
         nat_dport: backend.port,
         backend_id,
         rev_nat_id: service.rev_nat_id,
-        flags: if preserve { 0 } else { CT_FLAG_SNAT },
+        flags: if nat_saddr == 0 { 0 } else { CT_FLAG_SNAT },
         ..CtEntry::default()
     };
-    let reply_key = CtKey {
-        saddr: backend.address,
-        daddr: client_addr,
-        sport: backend.port,
-        dport: client_port,
-        protocol: ip.protocol,
-        direction: CT_REPLY,
-        _pad: 0,
-    };
-    let reply_entry = CtEntry {
-        nat_saddr: ip.daddr,
-        nat_sport: ports.dport,
-        nat_daddr: if preserve { 0 } else { ip.saddr },
-        nat_dport: if preserve { 0 } else { ports.sport },
-        backend_id,
-        rev_nat_id: service.rev_nat_id,
-        flags: CT_FLAG_TO_NETDEV,
-        ..CtEntry::default()
-    };
-    if !ct::create(
-        &key(ip, ports, CT_FORWARD),
+    open(
+        ctx,
+        ip,
+        ports,
         &entry,
-        &reply_key,
-        &reply_entry,
-    ) {
-        return Outcome::Drop(Reason::DropMapFull);
-    }
-    apply(ctx, ip, ports, &entry, Reason::NodePortTranslated)
+        CT_FLAG_TO_NETDEV,
+        Reason::NodePortTranslated,
+    )
 }
 
 /// A source port whose reply tuple (backend → SNAT address) no flow uses yet.

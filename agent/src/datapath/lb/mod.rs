@@ -84,6 +84,11 @@ impl LbMaps {
         Ok(table)
     }
 
+    /// The head (slot 0) of one frontend, read with a single lookup.
+    pub fn head(&self, frontend: &crate::services::FrontendAddr) -> Option<ServiceValue> {
+        self.services.get(&table::slot_key(frontend, 0), 0).ok()
+    }
+
     /// Drops affinity entries naming removed backends, so a reused id never inherits them.
     pub fn purge_affinity(&mut self, removed: &HashSet<u32>) -> Result<usize, MapAccessError> {
         let stale: Vec<AffinityKey> = (self.affinity.iter())
