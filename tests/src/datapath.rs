@@ -9,13 +9,13 @@ use kaya_agent::datapath::{
     Datapath,
     ct::CtMap,
     endpoints::EndpointMap,
-    lb::{LbMaps, LbTable, SyncReport},
+    lb::{LbMaps, SyncReport},
     metrics, settings,
     settings::SettingsMap,
     trace,
     tunnels::TunnelMap,
 };
-use kaya_agent::services::Frontend;
+use kaya_agent::services::{Frontend, NodeView, sync::ServiceSync};
 use kaya_ebpf_common::{endpoint::EndpointInfo, trace::EVENTS_MAP, trace::TraceEvent};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -45,9 +45,8 @@ pub struct TestDatapath {
     datapath: Datapath,
     pub endpoints: EndpointMap,
     pub tunnels: TunnelMap,
-    pub lb: LbMaps,
-    pub lb_table: LbTable,
-    pub ct: CtMap,
+    /// The agent's service sync, on this datapath's maps.
+    pub services: ServiceSync,
     events: RingBuf<MapData>,
 }
 
@@ -79,16 +78,21 @@ impl TestDatapath {
         let endpoints = EndpointMap::open(&mut datapath)?;
         let tunnels = TunnelMap::open(&mut datapath)?;
         let events = RingBuf::try_from(Map::RingBuf(datapath.take_map(EVENTS_MAP)?))?;
-        let lb = LbMaps::open(&mut datapath)?;
-        let ct = CtMap::open(&mut datapath)?;
+        let node = NodeView {
+            name: "node-1".into(),
+            addresses: vec![node_ip],
+        };
+        let services = ServiceSync::new(
+            LbMaps::open(&mut datapath)?,
+            CtMap::open(&mut datapath)?,
+            node,
+        )?;
         Ok(TestDatapath {
             pin_dir,
             datapath,
             endpoints,
             tunnels,
-            lb,
-            lb_table: LbTable::default(),
-            ct,
+            services,
             events,
         })
     }
@@ -104,17 +108,12 @@ impl TestDatapath {
         self.tunnels.sync(&wanted).expect("tunnel map sync");
     }
 
-    /// Programs exactly these service frontends, and drops the conntrack entries of
-    /// backends that went away, as the agent does.
+    /// Programs exactly these service frontends through the agent's sync (conntrack and
+    /// affinity of removed backends go too).
     pub fn set_frontends(&mut self, frontends: &[Frontend]) -> SyncReport {
-        let report = self
-            .lb_table
-            .sync(frontends, &mut self.lb)
-            .expect("service maps accept the frontends");
-        self.ct
-            .purge_backends(&report.removed_backends)
-            .expect("conntrack purge");
-        report
+        self.services
+            .apply_frontends(frontends)
+            .expect("service maps accept the frontends")
     }
 
     /// Runs `program` once on `packet` as if it arrived on `ifindex`.

@@ -323,10 +323,11 @@ fn flows_of_a_removed_backend_move_and_others_stay() {
         }
     }
     assert!(
-        dp.ct
-            .entries()
-            .iter()
-            .all(|(_, entry)| { dp.lb_table.backends.contains_key(&entry.backend_id) }),
+        (dp.services.conntrack().entries().iter()).all(|(_, entry)| dp
+            .services
+            .table()
+            .backends
+            .contains_key(&entry.backend_id)),
         "no conntrack entry names the removed backend"
     );
 }

@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::catalog::Catalog;
+use super::frontend::Frontend;
 use super::plan::{NodeView, plan};
 use crate::datapath::{
     MapAccessError,
     ct::CtMap,
-    lb::{LbMaps, LbTable, TableError},
+    lb::{LbMaps, LbTable, SyncReport, TableError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +66,18 @@ impl ServiceSync {
     }
 
     pub fn apply(&mut self, catalog: &Catalog) -> Result<(), SyncError> {
-        let started = Instant::now();
         let plan = plan(catalog, &self.node);
         for conflict in &plan.conflicts {
             tracing::warn!(%conflict, "service frontend conflict");
         }
-        let result = self.table.sync(&plan.frontends, &mut self.maps);
+        self.apply_frontends(&plan.frontends).map(drop)
+    }
+
+    /// Programs exactly `frontends` (already planned for this node), then drops the
+    /// conntrack and affinity entries of backends that went away.
+    pub fn apply_frontends(&mut self, frontends: &[Frontend]) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let result = self.table.sync(frontends, &mut self.maps);
         self.stats.syncs_total += 1;
         self.stats.services_map_entries = self.table.slots.len();
         self.stats.backends = self.table.backends.len();
@@ -87,14 +94,14 @@ impl ServiceSync {
         let purged = self.ct.purge_backends(&report.removed_backends)?;
         self.maps.purge_affinity(&report.removed_backends)?;
         self.stats.ct_entries_purged_total += purged as u64;
-        self.stats.services = (plan.frontends.iter())
+        self.stats.services = (frontends.iter())
             .map(|f| f.service.split(':').next().unwrap_or_default())
             .collect::<BTreeSet<_>>()
             .len();
-        self.stats.frontends = plan.frontends.len();
+        self.stats.frontends = frontends.len();
         self.stats.last_sync = started.elapsed();
         tracing::info!(
-            frontends = plan.frontends.len(),
+            frontends = frontends.len(),
             writes = report.writes,
             deletes = report.deletes,
             removed_backends = report.removed_backends.len(),
@@ -102,6 +109,15 @@ impl ServiceSync {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "services synced"
         );
-        Ok(())
+        Ok(report)
+    }
+
+    /// What the service maps hold.
+    pub fn table(&self) -> &LbTable {
+        &self.table
+    }
+
+    pub fn conntrack(&self) -> &CtMap {
+        &self.ct
     }
 }
