@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::datapath::{
-    Datapath, MapAccessError, PROG_FROM_POD,
+    Datapath, MapAccessError, PROG_FROM_POD, PROG_TO_POD,
     endpoints::EndpointMap,
     links::{self, Direction, LinkError},
 };
@@ -132,8 +132,12 @@ impl EndpointService {
                 endpoint_id,
             },
         )?;
-        let program = self.datapath.program(PROG_FROM_POD)?;
         let attach_started = std::time::Instant::now();
+        // to_pod first: once from_pod runs, the pod's traffic flows, and traffic routed back
+        // into it must already meet its ingress policy.
+        let program = self.datapath.program(PROG_TO_POD)?;
+        links::attach_filter(program, PROG_TO_POD, &ifname, Direction::Egress)?;
+        let program = self.datapath.program(PROG_FROM_POD)?;
         let how = links::attach_filter(program, PROG_FROM_POD, &ifname, Direction::Ingress)?;
         tracing::info!(
             endpoint_id,
@@ -171,6 +175,7 @@ impl EndpointService {
             self.endpoints.remove(ip)?;
         }
         links::detach_filter(PROG_FROM_POD, &spec.host_ifname, Direction::Ingress);
+        links::detach_filter(PROG_TO_POD, &spec.host_ifname, Direction::Egress);
         Ok(())
     }
 
@@ -201,6 +206,13 @@ impl EndpointService {
             .await?
         {
             return Err(not_programmed("from_pod is not attached"));
+        }
+        if !self
+            .netlink
+            .has_bpf_filter(registered.ifindex, false)
+            .await?
+        {
+            return Err(not_programmed("to_pod is not attached"));
         }
         Ok(())
     }

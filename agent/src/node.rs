@@ -13,12 +13,14 @@ use crate::datapath::{
     settings::{self, SettingsMap},
     tunnels::TunnelMap,
 };
+use crate::datapath::{ipcache::IpcacheMap, policy::PolicyMaps};
 use crate::endpoint_service::EndpointService;
+use crate::feed::Feed;
 use crate::instance::Instance;
+use crate::manifests::ManifestDir;
 use crate::netdev::{self, Netlink};
-use crate::services::{
-    NodeView, manifests::ManifestDir, source as service_source, sync::ServiceSync,
-};
+use crate::policy::{compile::NodeContext, names::NAMES_FILE, sync::PolicySync};
+use crate::services::{NodeView, sync::ServiceSync};
 use crate::{cni_conf, endpoint_api, masquerade, prometheus, registry::Registry, sysctl};
 use kaya_ebpf_common::tunnel::VXLAN_PORT;
 
@@ -27,6 +29,7 @@ pub struct Node {
     pub instance: Instance,
     pub service: Arc<Mutex<EndpointService>>,
     pub services: Arc<std::sync::Mutex<ServiceSync>>,
+    pub policy: Arc<std::sync::Mutex<PolicySync>>,
 }
 
 impl Node {
@@ -136,6 +139,7 @@ impl Node {
         tracing::info!(path = %conflist.display(), "cni config written");
 
         let services = start_services(&config, &instance, &mut datapath)?;
+        let policy = start_feed(&config, &instance, &mut datapath, services.clone())?;
 
         let endpoints = EndpointMap::open(&mut datapath)?;
         let mut service = EndpointService {
@@ -152,6 +156,7 @@ impl Node {
             instance,
             service: Arc::new(Mutex::new(service)),
             services,
+            policy,
         })
     }
 
@@ -202,8 +207,6 @@ fn start_services(
         node,
     )?;
     let sync = Arc::new(std::sync::Mutex::new(sync));
-    let mut source = ManifestDir::new(&config.services.manifests);
-    let in_sync = service_source::scan_and_apply(&mut source, &sync, true);
     let links_dir = instance.links_dir();
     if config.services.socket_lb {
         let cgroup = (config.services.cgroup_root.clone())
@@ -213,13 +216,42 @@ fn start_services(
     } else if datapath::sock_lb::detach(&links_dir)? {
         tracing::info!("socket load balancing detached (socketLB: false)");
     }
-    service_source::spawn(
-        source,
-        sync.clone(),
-        std::time::Duration::from_millis(config.services.poll_ms),
-        in_sync,
-    );
     Ok(sync)
+}
+
+/// Adopts the policy maps and runs the manifest feed: one round now, so services and
+/// policies are in place before the agent reports ready, then a thread following changes.
+fn start_feed(
+    config: &AgentConfig,
+    instance: &Instance,
+    datapath: &mut Datapath,
+    services: Arc<std::sync::Mutex<ServiceSync>>,
+) -> anyhow::Result<Arc<std::sync::Mutex<PolicySync>>> {
+    let policy = PolicySync::new(
+        IpcacheMap::open(datapath)?,
+        PolicyMaps::open(datapath)?,
+        instance.state_dir().join(NAMES_FILE),
+    );
+    let policy = Arc::new(std::sync::Mutex::new(policy));
+    let node = NodeContext {
+        endpoints: Default::default(),
+        host_addresses: vec![config.node_ip, config.gateway()],
+        peers: config
+            .peers
+            .iter()
+            .map(|p| (p.node_ip, p.pod_cidr))
+            .collect(),
+    };
+    let mut feed = Feed::new(
+        ManifestDir::new(&config.services.manifests),
+        services,
+        policy.clone(),
+        EndpointMap::open_pinned(instance.bpf_dir())?,
+        node,
+    );
+    feed.round();
+    feed.spawn(std::time::Duration::from_millis(config.services.poll_ms));
+    Ok(policy)
 }
 
 /// Forwards aya-log records from the programs into tracing (via the `log` bridge).

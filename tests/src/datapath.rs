@@ -15,6 +15,11 @@ use kaya_agent::datapath::{
     trace,
     tunnels::TunnelMap,
 };
+use kaya_agent::datapath::{ipcache::IpcacheMap, policy::PolicyMaps};
+use kaya_agent::policy::{
+    compile::{Inputs, NodeContext},
+    sync::{PolicyReport, PolicySync},
+};
 use kaya_agent::services::{Frontend, NodeView, sync::ServiceSync};
 use kaya_ebpf_common::{endpoint::EndpointInfo, trace::EVENTS_MAP, trace::TraceEvent};
 use std::collections::BTreeMap;
@@ -33,6 +38,7 @@ pub const TEST_RUN_IFINDEX: u32 = 1;
 /// lets a test set; the kernel zero-fills the rest.
 const SKB_CTX_LEN: usize = 44;
 const SKB_IFINDEX_OFFSET: usize = 40;
+const SKB_INGRESS_IFINDEX_OFFSET: usize = 36;
 
 pub struct Outcome {
     pub verdict: i32,
@@ -47,7 +53,10 @@ pub struct TestDatapath {
     pub tunnels: TunnelMap,
     /// The agent's service sync, on this datapath's maps.
     pub services: ServiceSync,
+    /// The agent's policy sync, on this datapath's maps.
+    pub policy: PolicySync,
     events: RingBuf<MapData>,
+    names: tempfile::TempDir,
 }
 
 /// Uplink ifindex the test programs are told about (lo: test runs never redirect there).
@@ -87,13 +96,21 @@ impl TestDatapath {
             CtMap::open(&mut datapath)?,
             node,
         )?;
+        let names = tempfile::tempdir()?;
+        let policy = PolicySync::new(
+            IpcacheMap::open(&mut datapath)?,
+            PolicyMaps::open(&mut datapath)?,
+            names.path().join("names.json"),
+        );
         Ok(TestDatapath {
             pin_dir,
             datapath,
             endpoints,
             tunnels,
             services,
+            policy,
             events,
+            names,
         })
     }
 
@@ -116,6 +133,18 @@ impl TestDatapath {
             .expect("service maps accept the frontends")
     }
 
+    /// Programs the policy maps through the agent's compiler and sync.
+    pub fn set_policy(&mut self, inputs: &Inputs, node: &NodeContext) -> PolicyReport {
+        self.policy
+            .apply(inputs, node)
+            .expect("policy maps accept the policies")
+    }
+
+    /// Where the policy sync records flow names (rules, pods).
+    pub fn names_path(&self) -> PathBuf {
+        self.names.path().join("names.json")
+    }
+
     /// Runs `program` once on `packet` as if it arrived on `ifindex`.
     pub fn run(
         &mut self,
@@ -123,8 +152,22 @@ impl TestDatapath {
         packet: &[u8],
         ifindex: u32,
     ) -> anyhow::Result<Outcome> {
+        self.run_forwarded(program, packet, ifindex, 0)
+    }
+
+    /// Runs `program` on `packet` at `ifindex`, as a packet the node received on
+    /// `ingress_ifindex` and forwarded (0: one the node sent itself).
+    pub fn run_forwarded(
+        &mut self,
+        program: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+        ingress_ifindex: u32,
+    ) -> anyhow::Result<Outcome> {
         let mut ctx = [0u8; SKB_CTX_LEN];
         ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx[SKB_INGRESS_IFINDEX_OFFSET..SKB_INGRESS_IFINDEX_OFFSET + 4]
+            .copy_from_slice(&ingress_ifindex.to_ne_bytes());
         let mut out = vec![0u8; packet.len() + 256];
         let result = self.datapath.program(program)?.test_run(TestRunOptions {
             data_in: Some(packet),

@@ -71,6 +71,7 @@ impl Datapath {
             .map_err(Box::new)?;
         for name in [
             super::PROG_FROM_POD,
+            super::PROG_TO_POD,
             super::PROG_FROM_OVERLAY,
             super::PROG_TO_OVERLAY,
             super::PROG_FROM_NETDEV,

@@ -2,10 +2,13 @@
 //! per instance, and one module per map family mirroring the programs.
 pub mod ct;
 pub mod endpoints;
+pub mod flows;
+pub mod ipcache;
 pub mod lb;
 pub mod links;
 pub mod loader;
 pub mod metrics;
+pub mod policy;
 pub mod settings;
 pub mod sock_lb;
 pub mod trace;
@@ -15,6 +18,7 @@ pub use loader::{Datapath, LoadError};
 
 /// Names of the tc programs in the object, one per attach point.
 pub const PROG_FROM_POD: &str = "from_pod";
+pub const PROG_TO_POD: &str = "to_pod";
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
 pub const PROG_TO_OVERLAY: &str = "to_overlay";
 pub const PROG_FROM_NETDEV: &str = "from_netdev";

@@ -1,3 +1,10 @@
-//! NetworkPolicy (issue 4, in progress): security identities for label sets. Enforcement in
-//! the datapath is not built yet.
+//! NetworkPolicy: Kubernetes policies, pods and namespaces compiled into security
+//! identities, the ipcache and per-endpoint allow entries, and kept in sync with the maps.
+pub mod compile;
 pub mod identity;
+pub mod inventory;
+pub mod names;
+pub mod numbering;
+pub mod selector;
+pub mod spec;
+pub mod sync;

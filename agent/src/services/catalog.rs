@@ -2,39 +2,18 @@
 //! (errors name the field), stored in the parsed form planning needs.
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::frontend::Protocol;
+use crate::objects::Checker;
+pub use crate::objects::{InvalidObject, ObjectName};
 
 /// The label an EndpointSlice names its Service with.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// kube-apiserver's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
 const MAX_AFFINITY_TIMEOUT_S: i32 = 86_400;
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for ObjectName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} {object}: {field}: {message}")]
-pub struct InvalidObject {
-    pub kind: &'static str,
-    pub object: String,
-    pub field: String,
-    pub message: String,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortDef {
@@ -111,65 +90,6 @@ impl Catalog {
     pub fn slices_of<'a>(&'a self, service: &'a ObjectName) -> impl Iterator<Item = &'a SliceDef> {
         (self.slices_by_service.get(service).into_iter().flatten())
             .filter_map(|name| self.slices.get(name))
-    }
-}
-
-struct Checker {
-    kind: &'static str,
-    object: String,
-}
-
-impl Checker {
-    fn new(kind: &'static str, meta: &ObjectMeta) -> Self {
-        let object = format!(
-            "{}/{}",
-            meta.namespace.as_deref().unwrap_or("default"),
-            meta.name.as_deref().unwrap_or("<unnamed>")
-        );
-        Checker { kind, object }
-    }
-    fn fail<T>(
-        &self,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Result<T, InvalidObject> {
-        Err(InvalidObject {
-            kind: self.kind,
-            object: self.object.clone(),
-            field: field.into(),
-            message: message.into(),
-        })
-    }
-    fn name(&self, meta: &ObjectMeta) -> Result<ObjectName, InvalidObject> {
-        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
-            return self.fail("metadata.name", "required");
-        };
-        Ok(ObjectName {
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-            name,
-        })
-    }
-    fn ipv4(&self, field: String, value: &str) -> Result<Ipv4Addr, InvalidObject> {
-        value
-            .parse()
-            .or_else(|_| self.fail(field, format!("{value:?} is not an IPv4 address")))
-    }
-    fn port(&self, field: String, value: i32) -> Result<u16, InvalidObject> {
-        match u16::try_from(value) {
-            Ok(port) if port > 0 => Ok(port),
-            _ => self.fail(field, format!("{value} is not a port (1-65535)")),
-        }
-    }
-    fn protocol(&self, field: String, value: Option<&str>) -> Result<Protocol, InvalidObject> {
-        Protocol::parse(value).map_or_else(
-            || {
-                self.fail(
-                    field,
-                    format!("{:?} is not TCP, UDP or SCTP", value.unwrap_or_default()),
-                )
-            },
-            Ok,
-        )
     }
 }
 

@@ -3,9 +3,7 @@
 //! stream later), and the per-node plan of frontends and backends made from it.
 pub mod catalog;
 pub mod frontend;
-pub mod manifests;
 pub mod plan;
-pub mod source;
 pub mod sync;
 
 pub use catalog::{Catalog, InvalidObject, ObjectName};

@@ -10,6 +10,9 @@ pub const CT_MAX: u32 = 262_144;
 pub const CT_FORWARD: u8 = 0;
 /// Replies (backend → client, after translation).
 pub const CT_REPLY: u8 = 1;
+/// Policy tracking: a flow some node's policy allowed, keyed by the tuple on the wire (after
+/// service translation), so its replies pass both ends' policies.
+pub const CT_POLICY: u8 = 2;
 
 /// Forward entry: the source was rewritten too (hairpin, NodePort SNAT).
 pub const CT_FLAG_SNAT: u16 = 1 << 0;
@@ -24,7 +27,7 @@ pub struct CtKey {
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
-    /// CT_FORWARD or CT_REPLY.
+    /// CT_FORWARD, CT_REPLY or CT_POLICY.
     pub direction: u8,
     pub _pad: u16,
 }

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod identity;
 pub mod lb;
 pub mod metrics;
+pub mod policy;
 pub mod trace;
 pub mod tunnel;
 
@@ -50,4 +51,11 @@ mod pod_impls {
     unsafe impl aya::Pod for lb::SockRevNat {}
     unsafe impl aya::Pod for ct::CtKey {}
     unsafe impl aya::Pod for ct::CtEntry {}
+    unsafe impl aya::Pod for policy::IpcacheEntry {}
+    unsafe impl aya::Pod for policy::PolicyKey {}
+    unsafe impl aya::Pod for policy::PolicyEntry {}
+    unsafe impl aya::Pod for policy::EndpointPolicy {}
+    unsafe impl aya::Pod for policy::FragmentKey {}
+    unsafe impl aya::Pod for policy::FragmentPorts {}
+    unsafe impl aya::Pod for policy::FlowEvent {}
 }

@@ -58,9 +58,16 @@ pub enum Reason {
     /// An outside client of an `externalTrafficPolicy: Local` frontend reached a node with
     /// none of its endpoints: dropped, as kube-proxy does (load balancers health-check).
     DropNoLocalEndpoints = 20,
+    /// The sending pod's egress policy allows no rule for the flow.
+    DropPolicyEgress = 21,
+    /// The receiving pod's ingress policy allows no rule for the flow.
+    DropPolicyIngress = 22,
+    /// Traffic the kernel routed to a pod (from the node itself, or unhandled by the
+    /// other programs), passed by to_pod after its policy check.
+    StackToPod = 23,
 }
 
-pub const REASON_COUNT: u32 = 21;
+pub const REASON_COUNT: u32 = 24;
 /// Size of the metrics array: room to append reasons without a new map version.
 pub const METRICS_MAX: u32 = 64;
 
@@ -87,6 +94,9 @@ impl Reason {
         Reason::NodePortTranslated,
         Reason::NodePortReply,
         Reason::DropNoLocalEndpoints,
+        Reason::DropPolicyEgress,
+        Reason::DropPolicyIngress,
+        Reason::StackToPod,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -112,6 +122,9 @@ impl Reason {
             Reason::NodePortTranslated => "nodeport_translated",
             Reason::NodePortReply => "nodeport_reply",
             Reason::DropNoLocalEndpoints => "drop_no_local_endpoints",
+            Reason::DropPolicyEgress => "drop_policy_egress",
+            Reason::DropPolicyIngress => "drop_policy_ingress",
+            Reason::StackToPod => "stack_to_pod",
         }
     }
 

@@ -9,6 +9,7 @@ pub const POINT_FROM_POD: u8 = 1;
 pub const POINT_FROM_OVERLAY: u8 = 2;
 pub const POINT_TO_OVERLAY: u8 = 3;
 pub const POINT_FROM_NETDEV: u8 = 4;
+pub const POINT_TO_POD: u8 = 5;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

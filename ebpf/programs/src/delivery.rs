@@ -6,7 +6,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
-use kaya_ebpf_common::{endpoint::EndpointInfo, metrics::Reason, trace::POINT_FROM_POD};
+use kaya_ebpf_common::{
+    endpoint::EndpointInfo,
+    identity::{IDENTITY_HOST, IDENTITY_WORLD},
+    metrics::Reason,
+    trace::{POINT_FROM_POD, POINT_TO_POD},
+};
 
 use crate::{
     maps::endpoint,
@@ -14,7 +19,7 @@ use crate::{
     observe::{Decision, count, record},
     overlay,
     packet::{self, Parsed},
-    reject,
+    policy, reject,
     translate::{self, Outcome},
 };
 
@@ -56,6 +61,18 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             );
         }
     };
+    // Replies are recognised by the tuple the peer answers, before any translation.
+    let sent = policy::classify(ctx, &ip);
+    if sent == policy::Sent::Malformed {
+        return record(
+            ctx,
+            POINT_FROM_POD,
+            Reason::DropMalformed,
+            decision,
+            TC_ACT_SHOT as i32,
+        );
+    }
+    let src = policy::Peer::of(ip.saddr);
     match translate::from_pod(ctx, &mut ip) {
         Outcome::Untouched => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
@@ -83,7 +100,20 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             return record(ctx, POINT_FROM_POD, reason, decision, TC_ACT_SHOT as i32);
         }
     }
-    if let Some(target) = endpoint(ip.daddr) {
+    let target = endpoint(ip.daddr);
+    if sent == policy::Sent::New {
+        // Policy sees the flow as it travels: towards the backend, not the service.
+        let check = policy::Check {
+            point: POINT_FROM_POD,
+            src,
+            sender: source.endpoint_id,
+            receiver: target.map_or(0, |t| t.endpoint_id),
+        };
+        if let Some(reason) = policy::admit(ctx, &ip, &check) {
+            return record(ctx, POINT_FROM_POD, reason, decision, TC_ACT_SHOT as i32);
+        }
+    }
+    if let Some(target) = target {
         return deliver_to_endpoint(
             ctx,
             POINT_FROM_POD,
@@ -92,7 +122,13 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             Reason::LocalDelivery,
         );
     }
-    match overlay::encapsulate(ctx, ip.daddr, source.identity, &mut decision) {
+    // The VNI carries the sender's identity: the receiving node needs no lookup for it.
+    let identity = if src.identity == IDENTITY_WORLD {
+        source.identity
+    } else {
+        src.identity
+    };
+    match overlay::encapsulate(ctx, ip.daddr, identity, &mut decision) {
         Some(verdict) => {
             let reason = if verdict == TC_ACT_SHOT as i32 {
                 Reason::DropHelperFailed
@@ -109,6 +145,66 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             TC_ACT_OK as i32,
         ),
     }
+}
+
+/// Traffic the kernel routes into a pod (tc egress of its host veth; what the other programs
+/// deliver skips this hook). The pod's own node may always reach it, as Kubernetes requires
+/// for probes; anything else meets the pod's ingress policy.
+pub fn to_pod(ctx: &TcContext) -> i32 {
+    let ip = match packet::parse(ctx) {
+        Parsed::Ipv4(ip) => ip,
+        Parsed::NotIpv4 => return TC_ACT_OK as i32,
+        Parsed::Malformed => {
+            let drop = TC_ACT_SHOT as i32;
+            return record(
+                ctx,
+                POINT_TO_POD,
+                Reason::DropMalformed,
+                Decision::default(),
+                drop,
+            );
+        }
+    };
+    let decision = Decision::about(&ip);
+    let Some(target) = endpoint(ip.daddr) else {
+        return TC_ACT_OK as i32;
+    };
+    match policy::classify(ctx, &ip) {
+        policy::Sent::Reply => {}
+        policy::Sent::Malformed => {
+            let drop = TC_ACT_SHOT as i32;
+            return record(ctx, POINT_TO_POD, Reason::DropMalformed, decision, drop);
+        }
+        policy::Sent::New => {
+            let mut src = policy::Peer::of(ip.saddr);
+            // Packets the node sends never arrived on an interface; forwarded ones did.
+            // SAFETY: the context pointer is valid for the whole program run.
+            let from_this_node = unsafe { (*ctx.skb.skb).ingress_ifindex } == 0;
+            if from_this_node {
+                src.identity = IDENTITY_HOST;
+            }
+            let check = policy::Check {
+                point: POINT_TO_POD,
+                src,
+                sender: 0,
+                receiver: if src.identity == IDENTITY_HOST {
+                    0
+                } else {
+                    target.endpoint_id
+                },
+            };
+            if let Some(reason) = policy::admit(ctx, &ip, &check) {
+                return record(ctx, POINT_TO_POD, reason, decision, TC_ACT_SHOT as i32);
+            }
+        }
+    }
+    record(
+        ctx,
+        POINT_TO_POD,
+        Reason::StackToPod,
+        decision,
+        TC_ACT_OK as i32,
+    )
 }
 
 /// Delivers to a local pod and records the outcome under `delivered`.

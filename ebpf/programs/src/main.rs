@@ -4,6 +4,7 @@
 
 mod ct;
 mod delivery;
+mod flow;
 mod lb;
 mod maps;
 mod nat;
@@ -11,6 +12,7 @@ mod netdev;
 mod observe;
 mod overlay;
 mod packet;
+mod policy;
 mod reject;
 mod sock;
 mod translate;
@@ -24,6 +26,12 @@ use aya_ebpf::{
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
     delivery::from_pod(&ctx)
+}
+
+/// tc egress on the host side of every pod veth: traffic the kernel routes into a pod.
+#[classifier]
+pub fn to_pod(ctx: TcContext) -> i32 {
+    delivery::to_pod(&ctx)
 }
 
 /// tc ingress on the collect_md VXLAN device: decapsulated traffic from other nodes.

@@ -12,6 +12,10 @@ use kaya_ebpf_common::{
         SOCK_REVNAT_MAX, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
     },
     metrics::{Counter, METRICS_MAX},
+    policy::{
+        EndpointPolicy, FLOW_EVENTS_BYTES, FRAGMENTS_MAX, FragmentKey, FragmentPorts, IPCACHE_MAX,
+        IpcacheEntry, POLICY_ENDPOINTS_MAX, POLICY_MAX, PolicyEntry, PolicyKey, RULE_COUNTERS_MAX,
+    },
     trace::EVENTS_BYTES,
     tunnel::{TUNNELS_MAX, TunnelEndpoint},
 };
@@ -62,3 +66,23 @@ pub static SOCK_REVNAT: LruHashMap<SockRevNatKey, SockRevNat> =
 
 #[map(name = "KY_CT_V1")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_MAX, 0);
+
+// NetworkPolicy.
+#[map(name = "KY_IPCACHE_V1")]
+pub static IPCACHE: LpmTrie<u32, IpcacheEntry> = LpmTrie::pinned(IPCACHE_MAX, 1);
+
+#[map(name = "KY_POLICY_V1")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyEntry> = LpmTrie::pinned(POLICY_MAX, 1);
+
+#[map(name = "KY_POLICY_ENDPOINTS_V1")]
+pub static POLICY_ENDPOINTS: HashMap<u32, EndpointPolicy> =
+    HashMap::pinned(POLICY_ENDPOINTS_MAX, 0);
+
+#[map(name = "KY_POLICY_RULES_V1")]
+pub static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(RULE_COUNTERS_MAX, 0);
+
+#[map(name = "KY_FRAGMENTS_V1")]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
+
+#[map(name = "KY_FLOW_EVENTS_V1")]
+pub static FLOW_EVENTS: RingBuf = RingBuf::pinned(FLOW_EVENTS_BYTES, 0);

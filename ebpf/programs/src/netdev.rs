@@ -14,7 +14,7 @@ use crate::{
     observe::{Decision, record},
     overlay,
     packet::{self, Parsed},
-    reject,
+    policy, reject,
     translate::{self, Outcome},
 };
 
@@ -38,10 +38,21 @@ pub fn from_netdev(ctx: &TcContext) -> i32 {
         Parsed::NotIpv4 | Parsed::Malformed => return TC_ACT_OK as i32,
     };
     let mut decision = Decision::about(&ip);
+    // The client as it arrived, before any SNAT: that is whom the backend's policy judges.
+    let src = policy::Peer::of(ip.saddr);
     match translate::from_netdev(ctx, &mut ip) {
         Outcome::Untouched | Outcome::ToNetdev => TC_ACT_OK as i32,
         Outcome::Translated(reason) => {
             if let Some(target) = endpoint(ip.daddr) {
+                let check = policy::Check {
+                    point: POINT_FROM_NETDEV,
+                    src,
+                    sender: 0,
+                    receiver: target.endpoint_id,
+                };
+                if let Some(drop) = policy::admit(ctx, &ip, &check) {
+                    return record(ctx, POINT_FROM_NETDEV, drop, decision, TC_ACT_SHOT as i32);
+                }
                 return deliver_to_endpoint(ctx, POINT_FROM_NETDEV, &target, decision, reason);
             }
             match overlay::encapsulate(ctx, ip.daddr, IDENTITY_WORLD, &mut decision) {

@@ -18,6 +18,7 @@ use crate::{
     maps::{TUNNELS, config, endpoint},
     observe::{Decision, count, record},
     packet::{self, Parsed},
+    policy,
     translate::{self, Outcome},
 };
 
@@ -118,6 +119,21 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
         tunnel_remote: decision.tunnel_remote,
         ..Decision::about(&ip)
     };
+    let sent = policy::classify(ctx, &ip);
+    if sent == policy::Sent::Malformed {
+        return record(
+            ctx,
+            POINT_FROM_OVERLAY,
+            Reason::DropMalformed,
+            decision,
+            TC_ACT_SHOT as i32,
+        );
+    }
+    // The sender's identity came in the VNI; the ipcache adds its ipBlock identity.
+    let src = policy::Peer {
+        identity: decision.vni,
+        cidr_identity: policy::Peer::of(ip.saddr).cidr_identity,
+    };
     match translate::from_overlay(ctx, &mut ip) {
         Outcome::Untouched | Outcome::Reject(_) => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
@@ -142,6 +158,23 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
         }
     }
     if let Some(target) = endpoint(ip.daddr) {
+        let check = policy::Check {
+            point: POINT_FROM_OVERLAY,
+            src,
+            sender: 0,
+            receiver: target.endpoint_id,
+        };
+        if sent == policy::Sent::New
+            && let Some(reason) = policy::admit(ctx, &ip, &check)
+        {
+            return record(
+                ctx,
+                POINT_FROM_OVERLAY,
+                reason,
+                decision,
+                TC_ACT_SHOT as i32,
+            );
+        }
         return deliver_to_endpoint(
             ctx,
             POINT_FROM_OVERLAY,

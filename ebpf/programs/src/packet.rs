@@ -26,6 +26,10 @@ pub struct Ipv4Summary {
     pub total_len: u32,
     /// Not the first fragment: no L4 header to read.
     pub later_fragment: bool,
+    /// More fragments follow (with `later_fragment` false: the first piece).
+    pub more_fragments: bool,
+    /// IPv4 identification, which ties the fragments of one datagram together.
+    pub id: u16,
 }
 
 pub enum Parsed {
@@ -58,7 +62,8 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     if version != 4 || header_len < IPV4_MIN_HLEN || total_len < header_len || total_len > l3_len {
         return Parsed::Malformed;
     }
-    let fragment_offset = u16::from_be_bytes([first[6], first[7]]) & 0x1fff;
+    let fragment_field = u16::from_be_bytes([first[6], first[7]]);
+    let fragment_offset = fragment_field & 0x1fff;
     Parsed::Ipv4(Ipv4Summary {
         protocol: first[9],
         saddr: u32::from_ne_bytes([first[12], first[13], first[14], first[15]]),
@@ -66,6 +71,8 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         l4_offset: ETH_HLEN as u32 + header_len,
         total_len,
         later_fragment: fragment_offset != 0,
+        more_fragments: fragment_field & 0x2000 != 0,
+        id: u16::from_be_bytes([first[4], first[5]]),
     })
 }
 

@@ -9,6 +9,10 @@
 //!   kaya-probe rate ADDR:PORT MS    new connection per request for MS milliseconds, as fast
 //!                                   as possible; `rate per_s=<n> connect_p50_us=<t>
 //!                                   connect_p99_us=<t> ok=<n> failed=<n>`
+//!   kaya-probe matrix MS PROTO:ADDR:PORT...
+//!                                   every target at once (tcp: connect and one request;
+//!                                   udp: a datagram, answered), each given MS milliseconds;
+//!                                   one `PROTO:ADDR:PORT ok|fail` line per target
 //! Failures print `err errno=<n> elapsed_us=<t> <message>` and exit 1.
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -45,9 +49,19 @@ fn fail(started: Instant, err: &std::io::Error) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(target)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: kaya-probe tcp|udp|loop ADDR:PORT [MS]");
+        eprintln!(
+            "usage: kaya-probe tcp|udp|loop|rate ADDR:PORT [MS] | matrix MS PROTO:ADDR:PORT..."
+        );
         std::process::exit(2);
     };
+    if mode == "matrix" {
+        let Ok(millis) = target.parse::<u64>() else {
+            eprintln!("kaya-probe: matrix needs a timeout in milliseconds, not {target:?}");
+            std::process::exit(2);
+        };
+        matrix(Duration::from_millis(millis), &args[2..]);
+        return;
+    }
     let Ok(target) = target.parse::<SocketAddr>() else {
         eprintln!("kaya-probe: {target:?} is not ADDR:PORT");
         std::process::exit(2);
@@ -143,4 +157,71 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// One probe per target, all at once: whether each got its answer within `limit`.
+fn matrix(limit: Duration, targets: &[String]) {
+    let probes: Vec<_> = targets
+        .iter()
+        .map(|target| {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                let ok = match target.split_once(':') {
+                    Some(("tcp", address)) => address
+                        .parse()
+                        .is_ok_and(|address| tcp_within(address, limit)),
+                    Some(("udp", address)) => address
+                        .parse()
+                        .is_ok_and(|address| udp_within(address, limit)),
+                    _ => false,
+                };
+                (target, ok)
+            })
+        })
+        .collect();
+    for probe in probes {
+        let (target, ok) = probe.join().expect("probe thread");
+        println!("{target} {}", if ok { "ok" } else { "fail" });
+    }
+}
+
+fn tcp_within(target: SocketAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let Ok(mut stream) = TcpStream::connect_timeout(&target, limit) else {
+        return false;
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let mut answer = [0u8; 64];
+    stream.set_read_timeout(Some(left)).is_ok()
+        && stream.write_all(b"who\n").is_ok()
+        && stream.read(&mut answer).is_ok_and(|n| n > 0)
+}
+
+/// Sends twice (a first datagram can wait on neighbour resolution) and waits for an answer.
+fn udp_within(target: SocketAddr, limit: Duration) -> bool {
+    let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
+        return false;
+    };
+    let deadline = Instant::now() + limit;
+    for attempt in 0..2 {
+        if socket.send_to(b"who", target).is_err() {
+            return false;
+        }
+        let slice = if attempt == 0 {
+            limit / 2
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        let _ = socket.set_read_timeout(Some(slice.max(Duration::from_millis(1))));
+        let mut buf = [0u8; 256];
+        if socket
+            .recv_from(&mut buf)
+            .is_ok_and(|(n, from)| n > 0 && from == target)
+        {
+            return true;
+        }
+    }
+    false
 }

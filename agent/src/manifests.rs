@@ -1,13 +1,18 @@
-//! Standalone source of services: a directory of YAML/JSON manifests (Service v1,
-//! discovery.k8s.io/v1 EndpointSlice, List), rescanned for changes. A file that fails to
-//! parse keeps its last good objects, so a typo never removes a working service.
-use k8s_openapi::api::core::v1::Service;
+//! The standalone source of desired state: a directory of YAML/JSON manifests (Service,
+//! discovery.k8s.io/v1 EndpointSlice, Namespace, Pod, networking.k8s.io/v1 NetworkPolicy,
+//! List), rescanned for changes. A file that fails to parse keeps its last good objects, so
+//! a typo never removes a working service or opens a policy.
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use super::catalog::{Catalog, ServiceDef, SliceDef};
+use crate::policy::compile::Inputs;
+use crate::policy::inventory::{NamespaceDef, PodDef};
+use crate::policy::spec::PolicyDef;
+use crate::services::catalog::{Catalog, ServiceDef, SliceDef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -34,6 +39,9 @@ pub enum ManifestError {
 pub enum Parsed {
     Service(ServiceDef),
     Slice(SliceDef),
+    Namespace(NamespaceDef),
+    Pod(PodDef),
+    Policy(PolicyDef),
 }
 
 struct FileState {
@@ -159,9 +167,34 @@ impl ManifestDir {
             match object {
                 Parsed::Service(def) => catalog.upsert_service(def.clone()),
                 Parsed::Slice(def) => catalog.upsert_slice(def.clone()),
+                _ => {}
             }
         }
         catalog
+    }
+
+    /// Namespaces, pods and policies; a later file's object replaces an earlier one's.
+    pub fn policy_inputs(&self) -> Inputs {
+        let mut inputs = Inputs::default();
+        let mut pods = BTreeMap::new();
+        let mut policies = BTreeMap::new();
+        for object in self.files.values().flat_map(|f| &f.objects) {
+            match object {
+                Parsed::Namespace(def) => {
+                    inputs.namespaces.insert(def.name.clone(), def.clone());
+                }
+                Parsed::Pod(def) => {
+                    pods.insert(def.name.clone(), def.clone());
+                }
+                Parsed::Policy(def) => {
+                    policies.insert(def.name.clone(), def.clone());
+                }
+                Parsed::Service(_) | Parsed::Slice(_) => {}
+            }
+        }
+        inputs.pods = pods.into_values().collect();
+        inputs.policies = policies.into_values().collect();
+        inputs
     }
 }
 
@@ -171,8 +204,7 @@ fn digest(text: &str) -> u64 {
     hasher.finish()
 }
 
-/// Every Service and EndpointSlice of a multi-document file; other kinds are left to the
-/// components that own them.
+/// Every object kaya reads from a multi-document file; other kinds are ignored.
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Parsed>, ManifestError> {
     let mut objects = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -210,13 +242,31 @@ fn parse_value(value: serde_yaml::Value, out: &mut Vec<Parsed>) -> Result<(), St
             let def = SliceDef::from_k8s(&slice).map_err(|e| e.to_string())?;
             out.push(Parsed::Slice(def));
         }
+        ("v1", "Namespace") => {
+            let namespace: Namespace =
+                serde_yaml::from_value(value).map_err(|e| format!("Namespace: {e}"))?;
+            let def = NamespaceDef::from_k8s(&namespace).map_err(|e| e.to_string())?;
+            out.push(Parsed::Namespace(def));
+        }
+        ("v1", "Pod") => {
+            let pod: Pod = serde_yaml::from_value(value).map_err(|e| format!("Pod: {e}"))?;
+            if let Some(def) = PodDef::from_k8s(&pod).map_err(|e| e.to_string())? {
+                out.push(Parsed::Pod(def));
+            }
+        }
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            let policy: NetworkPolicy =
+                serde_yaml::from_value(value).map_err(|e| format!("NetworkPolicy: {e}"))?;
+            let def = PolicyDef::from_k8s(&policy).map_err(|e| e.to_string())?;
+            out.push(Parsed::Policy(def));
+        }
         ("v1", "List") => {
             let items = value.get("items").and_then(|v| v.as_sequence()).cloned();
             for (index, item) in items.into_iter().flatten().enumerate() {
                 parse_value(item, out).map_err(|e| format!("items[{index}]: {e}"))?;
             }
         }
-        (_, "Service" | "EndpointSlice") => {
+        (_, "Service" | "EndpointSlice" | "Namespace" | "Pod" | "NetworkPolicy") => {
             return Err(format!("{kind}: unsupported apiVersion {api_version:?}"));
         }
         _ => {}
@@ -245,6 +295,47 @@ addressType: IPv4
 ports: [{port: 8080}]
 endpoints: [{addresses: [10.244.1.2]}]
 ";
+
+    #[test]
+    fn policies_pods_and_namespaces_are_read_and_bad_ones_named() {
+        let text = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {containers: []}
+status: {podIP: 10.244.1.2}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec: {podSelector: {}}
+";
+        let objects = parse_file(Path::new("p.yaml"), text).unwrap();
+        assert!(matches!(
+            objects[..],
+            [Parsed::Namespace(_), Parsed::Pod(_), Parsed::Policy(_)]
+        ));
+        let bad = text.replace(
+            "spec: {podSelector: {}}",
+            "spec: {podSelector: {}, policyTypes: [Up]}",
+        );
+        let err = parse_file(Path::new("p.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 3") && err.contains("spec.policyTypes[0]"),
+            "{err}"
+        );
+        let bad = text.replace("networking.k8s.io/v1", "networking.k8s.io/v1beta1");
+        let err = parse_file(Path::new("p.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unsupported apiVersion"), "{err}");
+    }
 
     #[test]
     fn multi_document_files_yield_services_and_slices_only() {
