@@ -47,6 +47,7 @@ impl Feed {
 
     /// One round: rescan, and apply what changed or failed last time.
     pub fn round(&mut self) {
+        let started = std::time::Instant::now();
         let changed = match self.source.rescan() {
             Ok(rescan) => {
                 for err in &rescan.errors {
@@ -76,6 +77,10 @@ impl Feed {
         self.node.endpoints = endpoints;
         if changed || endpoints_changed || !self.policy_done {
             let inputs = self.source.policy_inputs();
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "policy inputs gathered"
+            );
             self.policy_done = match lock(&self.policy).apply(&inputs, &self.node) {
                 Ok(_) => true,
                 Err(err) => {
@@ -86,16 +91,63 @@ impl Feed {
         }
     }
 
-    /// Runs rounds every `poll` on a thread of its own (map writes are blocking syscalls).
+    /// Runs rounds on a thread of its own (map writes are blocking syscalls): as soon as
+    /// the manifest directory changes (inotify), and every `poll` regardless (new local
+    /// endpoints, a directory created later, a retry).
     pub fn spawn(mut self, poll: Duration) {
+        let watch = DirectoryWatch::new(self.source.dir());
         std::thread::Builder::new()
             .name("feed".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(poll);
+                    match &watch {
+                        Some(watch) => watch.wait(poll),
+                        None => std::thread::sleep(poll),
+                    }
                     self.round();
                 }
             })
             .expect("spawning the feed thread");
+    }
+}
+
+/// Wakes the feed when a manifest is written, renamed in or removed.
+struct DirectoryWatch {
+    inotify: nix::sys::inotify::Inotify,
+}
+
+impl DirectoryWatch {
+    fn new(dir: &std::path::Path) -> Option<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let events = AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_CREATE;
+        match inotify.add_watch(dir, events) {
+            Ok(_) => Some(DirectoryWatch { inotify }),
+            Err(err) => {
+                tracing::info!(dir = %dir.display(), %err, "manifest directory not watched; polling only");
+                None
+            }
+        }
+    }
+
+    /// Returns after a change (events drained) or `timeout`.
+    fn wait(&self, timeout: Duration) {
+        use std::os::fd::AsFd;
+        let fd = self.inotify.as_fd();
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        if let Ok(ready) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis))
+            && ready > 0
+        {
+            while self
+                .inotify
+                .read_events()
+                .is_ok_and(|events| !events.is_empty())
+            {}
+        }
     }
 }

@@ -80,6 +80,10 @@ impl ManifestDir {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn rescan(&mut self) -> Result<Rescan, ManifestError> {
         let dir_err = |source| ManifestError::Dir {
             path: self.dir.clone(),

@@ -176,6 +176,7 @@ impl Node {
             tokio::spawn(prometheus::serve(
                 metrics,
                 self.services.clone(),
+                self.policy.clone(),
                 self.instance.bpf_dir().to_owned(),
             ));
         }

@@ -226,6 +226,42 @@ impl Cluster {
             .context("running kaya-probe")
     }
 
+    /// Starts `kaya observe --follow` for node `index` with `filters`; every line it prints
+    /// arrives on the receiver with the time it arrived. Kill the child when done.
+    pub fn observe(
+        &self,
+        index: usize,
+        filters: &[&str],
+    ) -> anyhow::Result<(Child, std::sync::mpsc::Receiver<(Instant, String)>)> {
+        use std::io::BufRead;
+        let mut child = Command::new(workspace_binary("kaya"))
+            .args([
+                "observe",
+                "--follow",
+                "--instance",
+                &self.nodes[index].instance,
+            ])
+            .arg("--state-root")
+            .arg(&self.state_root)
+            .args(filters)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting kaya observe")?;
+        let stdout = child.stdout.take().context("kaya observe stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok((child, rx))
+    }
+
     pub fn socket_path(&self, index: usize) -> PathBuf {
         self.nodes[index]
             .state_dir(&self.state_root)

@@ -145,7 +145,12 @@ pub fn nft_input(services: &[RenderedService], cluster_cidr: &str) -> String {
 }
 
 /// Runs `program args` inside `netns` with `input` on stdin; returns the wall time it took.
-fn load(netns: &Path, program: &str, args: &[&str], input: &str) -> anyhow::Result<Duration> {
+pub(crate) fn load(
+    netns: &Path,
+    program: &str,
+    args: &[&str],
+    input: &str,
+) -> anyhow::Result<Duration> {
     let mut command = Command::new(program);
     command
         .args(args)

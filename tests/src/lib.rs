@@ -14,6 +14,7 @@ pub mod cni_invoke;
 pub mod datapath;
 pub mod kube_proxy;
 pub mod netns;
+pub mod policy_bench;
 pub mod policy_model;
 pub mod policy_scenarios;
 pub mod probe;

@@ -288,46 +288,9 @@ fn every_scenario_matches_the_reference_model_cell_for_cell() -> anyhow::Result<
     Ok(())
 }
 
-/// Lines `kaya observe --follow` prints, each with the time it arrived.
-fn follow_observe(
-    cluster: &Cluster,
-    node: usize,
-    filters: &[&str],
-) -> anyhow::Result<(
-    std::process::Child,
-    std::sync::mpsc::Receiver<(Instant, String)>,
-)> {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(kaya_tests::binaries::workspace_binary("kaya"))
-        .args([
-            "observe",
-            "--follow",
-            "--instance",
-            &cluster.nodes[node].instance,
-        ])
-        .arg("--state-root")
-        .arg(&cluster.state_root)
-        .args(filters)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting kaya observe")?;
-    let stdout = child.stdout.take().context("observe stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send((Instant::now(), line)).is_err() {
-                return;
-            }
-        }
-    });
-    Ok((child, rx))
-}
-
 #[test]
-fn observe_shows_a_denied_flow_with_its_reason_within_a_second() -> anyhow::Result<()> {
+fn observe_shows_a_denied_flow_with_its_reason_within_a_second_and_prometheus_counts_it()
+-> anyhow::Result<()> {
     let mut table = TruthTable::new()?;
     let allow_b = "apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -339,7 +302,7 @@ spec:
     table.apply(&[allow_b.to_string()])?;
     // x/a lives on node 0; its ingress policy decides there.
     let target_node = table.cluster.pods[table.order[0]].node;
-    let (mut observer, lines) = follow_observe(&table.cluster, target_node, &["--to-pod", "x/a"])?;
+    let (mut observer, lines) = table.cluster.observe(target_node, &["--to-pod", "x/a"])?;
     std::thread::sleep(Duration::from_millis(300));
     let x_a = table.ips[&("x".to_string(), "a".to_string())];
     let (y_a, x_b) = (table.order[3], table.order[1]);
@@ -380,5 +343,41 @@ spec:
         "kaya observe never showed x/b -> x/a allowed by its rule"
     );
     table.apply(&[])?;
+    Ok(())
+}
+
+#[test]
+fn a_pods_own_node_always_reaches_it_and_other_nodes_do_not() -> anyhow::Result<()> {
+    let mut table = TruthTable::new()?;
+    let deny_all = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: x}
+spec: {podSelector: {}}
+";
+    table.apply(&[deny_all.to_string()])?;
+    let x_a = table.ips[&("x".to_string(), "a".to_string())];
+    let home = table.cluster.pods[table.order[0]].node;
+    let other = (home + 1) % table.cluster.nodes.len();
+    let netns: Vec<_> = table.cluster.nodes.iter().map(|n| n.netns.path()).collect();
+    let connect_from = |node: usize| -> anyhow::Result<bool> {
+        kaya_tests::netns::in_netns(&netns[node], move || {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((x_a, 80)),
+                Duration::from_millis(700),
+            )
+            .is_ok()
+        })
+    };
+    // Kubelet probes come from the pod's own node: Kubernetes requires they pass.
+    assert!(connect_from(home)?, "x/a's own node is refused");
+    assert!(
+        !connect_from(other)?,
+        "another node's host passes a deny-all policy"
+    );
+    table.apply(&[])?;
+    assert!(
+        connect_from(other)?,
+        "without the policy the other node reaches x/a"
+    );
     Ok(())
 }

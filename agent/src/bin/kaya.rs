@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kaya_agent::datapath::{
-    ct::CtMap, endpoints::EndpointMap, flows::FlowEvents, lb::LbMaps, metrics, tunnels::TunnelMap,
+    ct::CtMap, endpoints::EndpointMap, flows::FlowEvents, ipcache::IpcacheMap, lb::LbMaps, metrics,
+    policy::PolicyMaps, tunnels::TunnelMap,
 };
 use kaya_agent::{inspect, instance::Instance};
 use std::path::PathBuf;
@@ -81,10 +82,25 @@ enum BpfCommand {
         #[command(subcommand)]
         what: ListCommand,
     },
-    /// Service conntrack entries (KY_CT).
+    /// Service and policy conntrack entries (KY_CT).
     Ct {
         #[command(subcommand)]
         what: ListCommand,
+    },
+    /// Address → security identity (KY_IPCACHE).
+    Ipcache {
+        #[command(subcommand)]
+        what: ListCommand,
+        /// The agent's state root (names come from there).
+        #[arg(long, default_value = "/run/kaya")]
+        state_root: PathBuf,
+    },
+    /// Isolated endpoints and their allow entries (KY_POLICY, KY_POLICY_ENDPOINTS).
+    Policy {
+        #[command(subcommand)]
+        what: ListCommand,
+        #[arg(long, default_value = "/run/kaya")]
+        state_root: PathBuf,
     },
 }
 
@@ -133,6 +149,26 @@ fn main() -> anyhow::Result<()> {
                 .read_table()
                 .with_context(context)?,
         ),
+        BpfCommand::Ipcache {
+            what: ListCommand::List,
+            state_root,
+        } => inspect::policy::ipcache(
+            &IpcacheMap::open_pinned(&pins)
+                .with_context(context)?
+                .entries(),
+            &flow_names(&instance, &state_root, &bpffs),
+        ),
+        BpfCommand::Policy {
+            what: ListCommand::List,
+            state_root,
+        } => {
+            let maps = PolicyMaps::open_pinned(&pins).with_context(context)?;
+            inspect::policy::entries(
+                &maps.entries(),
+                &maps.isolation(),
+                &flow_names(&instance, &state_root, &bpffs),
+            )
+        }
         BpfCommand::Ct {
             what: ListCommand::List,
         } => {
@@ -145,6 +181,19 @@ fn main() -> anyhow::Result<()> {
     };
     print!("{text}");
     Ok(())
+}
+
+/// The names the agent of `instance` recorded (empty when it has not synced yet).
+fn flow_names(
+    instance: &str,
+    state_root: &std::path::Path,
+    bpffs: &std::path::Path,
+) -> kaya_agent::policy::names::FlowNames {
+    let instance = Instance::new(instance, state_root, bpffs);
+    let path = instance
+        .state_dir()
+        .join(kaya_agent::policy::names::NAMES_FILE);
+    kaya_agent::policy::names::FlowNames::load(&path).unwrap_or_default()
 }
 
 /// Nanoseconds since the epoch at a CLOCK_MONOTONIC instant (the events' clock).

@@ -1,7 +1,7 @@
 //! `kaya bpf lb list` and `kaya bpf ct list`: the service table and the service conntrack
 //! table as the datapath sees them.
 use kaya_ebpf_common::{
-    ct::{CT_FLAG_SNAT, CT_FORWARD, CtEntry, CtKey},
+    ct::{CT_FLAG_SNAT, CT_FORWARD, CT_POLICY, CtEntry, CtKey},
     lb::{
         SVC_FLAG_AFFINITY, SVC_FLAG_DROP_WITHOUT_LOCAL, SVC_FLAG_EXTERNAL,
         SVC_FLAG_PRESERVE_SOURCE, ServiceKey,
@@ -127,10 +127,10 @@ pub fn conntrack(mut entries: Vec<(CtKey, CtEntry)>, now: Duration) -> String {
             proto(key.protocol),
             endpoint(key.saddr, key.sport),
             endpoint(key.daddr, key.dport),
-            if key.direction == CT_FORWARD {
-                "forward"
-            } else {
-                "reply"
+            match key.direction {
+                CT_FORWARD => "forward",
+                CT_POLICY => "policy",
+                _ => "reply",
             },
             rewrite.join(" "),
             entry.backend_id,

@@ -166,11 +166,26 @@ fn block_prefixes(policies: &[PolicyDef]) -> BTreeSet<Ipv4Net> {
     prefixes
 }
 
+/// The longest block prefix holding `prefix` (itself, for a block): at most 33 lookups,
+/// whatever the block count.
 fn most_specific_block(blocks: &BTreeSet<Ipv4Net>, prefix: &Ipv4Net) -> Option<Ipv4Net> {
-    (blocks.iter())
-        .filter(|block| block.contains(prefix))
-        .max_by_key(|block| block.prefix_len())
-        .copied()
+    (0..=prefix.prefix_len()).rev().find_map(|len| {
+        let candidate = Ipv4Net::new(prefix.addr(), len).ok()?.trunc();
+        blocks.contains(&candidate).then_some(candidate)
+    })
+}
+
+/// The block prefixes inside `cidr`: those whose network address lies in its range (the
+/// set is ordered by address), less the shorter ones that only start there.
+fn blocks_inside<'b>(
+    blocks: &'b BTreeSet<Ipv4Net>,
+    cidr: &'b Ipv4Net,
+) -> impl Iterator<Item = &'b Ipv4Net> + 'b {
+    let first = Ipv4Net::new(cidr.network(), 0).expect("/0 is valid");
+    let last = Ipv4Net::new(cidr.broadcast(), 32).expect("/32 is valid");
+    blocks
+        .range(first..=last)
+        .filter(|block| cidr.contains(*block))
 }
 
 fn ipcache(
@@ -316,7 +331,7 @@ impl<'a> RuleContext<'a> {
                     let inside = |net: &Ipv4Net| {
                         cidr.contains(net) && !except.iter().any(|e| e.contains(net))
                     };
-                    for block in self.blocks.iter().filter(|b| inside(b)) {
+                    for block in blocks_inside(self.blocks, cidr).filter(|b| inside(b)) {
                         out.push(PeerSet {
                             identity: numbering.cidr(*block),
                             pods: pods_with(&|m| {

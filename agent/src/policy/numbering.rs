@@ -14,7 +14,8 @@ pub struct StableIds<K: Ord + Clone> {
     limit: u32,
     free: BTreeSet<u32>,
     ids: BTreeMap<K, u32>,
-    used: BTreeSet<K>,
+    /// Ids asked for since the last `retain_used` (ids, not keys: no clone per lookup).
+    used: BTreeSet<u32>,
     /// Ids handed out since the last `retain_used` (callers reset what they count).
     pub fresh: Vec<u32>,
 }
@@ -33,8 +34,8 @@ impl<K: Ord + Clone> StableIds<K> {
 
     /// The id of `key`, or 0 when every id is taken.
     pub fn get(&mut self, key: &K) -> u32 {
-        self.used.insert(key.clone());
         if let Some(&id) = self.ids.get(key) {
+            self.used.insert(id);
             return id;
         }
         let id = match self.free.pop_first() {
@@ -46,6 +47,7 @@ impl<K: Ord + Clone> StableIds<K> {
             None => return 0,
         };
         self.ids.insert(key.clone(), id);
+        self.used.insert(id);
         self.fresh.push(id);
         id
     }
@@ -54,8 +56,8 @@ impl<K: Ord + Clone> StableIds<K> {
     pub fn retain_used(&mut self) {
         let used = std::mem::take(&mut self.used);
         let free = &mut self.free;
-        self.ids.retain(|key, id| {
-            let keep = used.contains(key);
+        self.ids.retain(|_, id| {
+            let keep = used.contains(id);
             if !keep {
                 free.insert(*id);
             }

@@ -92,30 +92,28 @@ impl PolicyDef {
             // The API's default: Ingress always, Egress when the policy has egress rules.
             None => (ingress_type, egress_type) = (true, spec.egress.is_some()),
         }
-        let mut ingress = Vec::new();
-        for (index, rule) in spec.ingress.iter().flatten().enumerate() {
-            let field = format!("spec.ingress[{index}]");
-            ingress.push(rule_def(
-                &check,
-                &name.namespace,
-                &field,
-                "from",
-                rule.from.as_deref(),
-                rule.ports.as_deref(),
-            )?);
-        }
-        let mut egress = Vec::new();
-        for (index, rule) in spec.egress.iter().flatten().enumerate() {
-            let field = format!("spec.egress[{index}]");
-            egress.push(rule_def(
-                &check,
-                &name.namespace,
-                &field,
-                "to",
-                rule.to.as_deref(),
-                rule.ports.as_deref(),
-            )?);
-        }
+        let rules = |kind: &str, peers_name: &str, rules: Vec<RawRule<'_>>| {
+            (rules.into_iter().enumerate())
+                .map(|(index, (peers, ports))| {
+                    let field = format!("spec.{kind}[{index}]");
+                    rule_def(&check, &name.namespace, &field, peers_name, peers, ports)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let ingress = rules(
+            "ingress",
+            "from",
+            (spec.ingress.iter().flatten())
+                .map(|r| (r.from.as_deref(), r.ports.as_deref()))
+                .collect(),
+        )?;
+        let egress = rules(
+            "egress",
+            "to",
+            (spec.egress.iter().flatten())
+                .map(|r| (r.to.as_deref(), r.ports.as_deref()))
+                .collect(),
+        )?;
         Ok(PolicyDef {
             name,
             revision: policy.metadata.resource_version.clone().unwrap_or_default(),
@@ -125,6 +123,12 @@ impl PolicyDef {
         })
     }
 }
+
+/// A rule as the API spells it: its peers (`from` or `to`) and its ports.
+type RawRule<'a> = (
+    Option<&'a [NetworkPolicyPeer]>,
+    Option<&'a [NetworkPolicyPort]>,
+);
 
 fn selector(
     check: &Checker,

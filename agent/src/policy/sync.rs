@@ -87,8 +87,10 @@ impl PolicySync {
         let compiled = compile(inputs, node, &mut self.numbering);
         let fresh_rules = self.numbering.rules.fresh.clone();
         self.numbering.finish();
+        let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         self.stats.syncs_total += 1;
         let result = self.write(&compiled, &fresh_rules);
+        let write_ms = started.elapsed().as_secs_f64() * 1e3 - compile_ms;
         if result.is_err() {
             self.stats.sync_errors_total += 1;
         }
@@ -106,6 +108,8 @@ impl PolicySync {
             isolated = compiled.isolation.len(),
             writes = report.writes,
             deletes = report.deletes,
+            compile_ms,
+            write_ms,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "policy synced"
         );

@@ -239,6 +239,30 @@ fn services(quick: bool) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
+/// NetworkPolicy: kaya against an iptables rendering of the same rules at 0, 100, 1,000
+/// and 10,000 rules selecting the server, both against no policy; and enforcement time.
+fn policy(quick: bool) -> anyhow::Result<BenchReport> {
+    use kaya_tests::policy_bench::{PolicyPlan, run};
+    let mut report = BenchReport::new("policy");
+    let plan = if quick {
+        PolicyPlan {
+            repetitions: 1,
+            iperf_seconds: 1,
+            rr_iterations: 1000,
+            enforcement_rounds: 1,
+        }
+    } else {
+        PolicyPlan {
+            repetitions: 5,
+            iperf_seconds: 3,
+            rr_iterations: 5000,
+            enforcement_rounds: 5,
+        }
+    };
+    run(&mut report, &plan, &[0, 100, 1000, 10000])?;
+    Ok(report)
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -250,7 +274,8 @@ fn main() -> anyhow::Result<()> {
     let report = match suite.as_str() {
         "net" => net(&plan)?,
         "services" => services(quick)?,
-        other => bail!("unknown suite {other:?} (suites: net, services)"),
+        "policy" => policy(quick)?,
+        other => bail!("unknown suite {other:?} (suites: net, services, policy)"),
     };
     println!("{}", report.table());
     let dir = std::env::var_os("KAYA_BENCH_DIR")
