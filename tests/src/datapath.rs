@@ -69,6 +69,15 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl TestDatapath {
     /// Loads the programs with fresh maps; tracing on, the overlay device at `overlay_ifindex`.
     pub fn new(overlay_ifindex: u32, node_ip: Ipv4Addr) -> anyhow::Result<Self> {
+        Self::with_trace(overlay_ifindex, node_ip, true)
+    }
+
+    /// As `new`, with trace events on or off (off: what a production node runs, for timing).
+    pub fn with_trace(
+        overlay_ifindex: u32,
+        node_ip: Ipv4Addr,
+        trace: bool,
+    ) -> anyhow::Result<Self> {
         let bpffs = std::path::Path::new("/sys/fs/bpf");
         kaya_agent::datapath::loader::ensure_bpffs(bpffs)?;
         let pin_dir = bpffs.join(format!(
@@ -82,7 +91,7 @@ impl TestDatapath {
             TEST_UPLINK_IFINDEX,
             node_ip,
             TEST_SNAT_IP,
-            true,
+            trace,
         ))?;
         let endpoints = EndpointMap::open(&mut datapath)?;
         let tunnels = TunnelMap::open(&mut datapath)?;
@@ -188,6 +197,25 @@ impl TestDatapath {
             packet: out,
             events,
         })
+    }
+
+    /// The kernel's average time per run of `program` on `packet`, over `repeat` runs.
+    pub fn time_per_run(
+        &mut self,
+        program: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> anyhow::Result<std::time::Duration> {
+        let mut ctx = [0u8; SKB_CTX_LEN];
+        ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        let result = self.datapath.program(program)?.test_run(TestRunOptions {
+            data_in: Some(packet),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.duration)
     }
 
     /// Packets counted under `reason` so far.

@@ -233,11 +233,15 @@ fn pair_run<'a>(
 }
 
 /// Runs each contender once per repetition, in turn, and pushes the medians at `scale`.
+/// For each (with policy, without) pair of contender indexes it also pushes the throughput
+/// lost to policy, paired within each round (adjacent runs share the machine's drift) and
+/// then the median over rounds.
 fn round_robin(
     report: &mut BenchReport,
     plan: &PolicyPlan,
     scale: u64,
     contenders: &mut [(&str, Run<'_>)],
+    pairs: &[(usize, usize)],
 ) -> anyhow::Result<()> {
     let mut samples: Vec<[Vec<f64>; 3]> = contenders.iter().map(|_| Default::default()).collect();
     for _ in 0..plan.repetitions {
@@ -248,10 +252,119 @@ fn round_robin(
             sample[2].push(p99);
         }
     }
+    for &(with, without) in pairs {
+        let mut loss: Vec<f64> = (samples[with][0].iter())
+            .zip(&samples[without][0])
+            .map(|(with, without)| (1.0 - with / without) * 100.0)
+            .collect();
+        let name = contenders[with].0;
+        report.push_scaled(
+            "throughput_loss_vs_no_policy_pct",
+            scale,
+            name,
+            median(&mut loss),
+            "%",
+            false,
+        );
+    }
     for ((name, _), [gbps, p50, p99]) in contenders.iter().zip(&mut samples) {
         report.push_scaled("pod_to_pod_gbps", scale, name, median(gbps), "Gbit/s", true);
         report.push_scaled("rr_p50_us", scale, name, median(p50), "us", false);
         report.push_scaled("rr_p99_us", scale, name, median(p99), "us", false);
+    }
+    Ok(())
+}
+
+/// The datapath's own cost, free of the machine's network noise: from_pod's time per packet
+/// (BPF_PROG_TEST_RUN, kernel-timed, trace off) for a data segment from a client pod to a
+/// server pod on the same node, the server selected by `n` rules (and admitting the client)
+/// or by none.
+pub fn datapath_cost(
+    report: &mut BenchReport,
+    scales: &[usize],
+    rounds: usize,
+) -> anyhow::Result<()> {
+    use crate::datapath::{TEST_RUN_IFINDEX, TestDatapath};
+    use kaya_agent::datapath::PROG_FROM_POD;
+    use kaya_agent::manifests::{Parsed, parse_file};
+    use kaya_agent::policy::compile::{Inputs, NodeContext};
+    use kaya_ebpf_common::endpoint::EndpointInfo;
+    const REPEAT: u32 = 200_000;
+    let (client, server) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 3));
+    let mut dp = TestDatapath::with_trace(99, Ipv4Addr::new(192, 168, 70, 1), false)?;
+    for (ip, id) in [(client, 10), (server, 11)] {
+        let info = EndpointInfo {
+            ifindex: TEST_RUN_IFINDEX,
+            identity: 256,
+            pod_mac: [2, 0, 0, 0, 0, 1],
+            host_mac: [2, 0, 0, 0, 0, 2],
+            endpoint_id: id,
+        };
+        dp.add_endpoint(ip, info);
+    }
+    let mut packet = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(client.octets(), server.octets(), 64)
+        .tcp(40000, IPERF_PORT, 1, 65535)
+        .ack(1)
+        .write(&mut packet, &[0u8; 1400])?;
+    let node = NodeContext {
+        endpoints: [(client, 10), (server, 11)].into(),
+        host_addresses: vec![],
+        peers: vec![],
+    };
+    for &scale in scales {
+        let yaml = format!(
+            "{}---\n{}---\n{}",
+            inventory(client, server, Ipv4Addr::new(10, 244, 1, 4)),
+            kaya_rules(scale),
+            kaya_allow_client()
+        );
+        let mut with = Inputs::default();
+        for object in parse_file(Path::new("bench.yaml"), &yaml)? {
+            match object {
+                Parsed::Namespace(ns) => {
+                    with.namespaces.insert(ns.name.clone(), ns);
+                }
+                Parsed::Pod(pod) => with.pods.push(pod),
+                Parsed::Policy(policy) => with.policies.push(policy),
+                _ => {}
+            }
+        }
+        let without = Inputs {
+            policies: Vec::new(),
+            ..with.clone()
+        };
+        let (mut policed, mut open) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            dp.set_policy(&with, &node);
+            policed.push(
+                dp.time_per_run(PROG_FROM_POD, &packet, TEST_RUN_IFINDEX, REPEAT)?
+                    .as_nanos() as f64,
+            );
+            dp.set_policy(&without, &node);
+            open.push(
+                dp.time_per_run(PROG_FROM_POD, &packet, TEST_RUN_IFINDEX, REPEAT)?
+                    .as_nanos() as f64,
+            );
+        }
+        let scale = scale as u64;
+        report.push_scaled(
+            "from_pod_ns_per_packet",
+            scale,
+            "kaya",
+            median(&mut policed),
+            "ns",
+            false,
+        );
+        report.push_scaled(
+            "from_pod_ns_per_packet",
+            scale,
+            "kaya-no-policy",
+            median(&mut open),
+            "ns",
+            false,
+        );
     }
     Ok(())
 }
@@ -328,7 +441,14 @@ pub fn run(report: &mut BenchReport, plan: &PolicyPlan, scales: &[usize]) -> any
                 pair_run(&base_client.netns, &base_open.netns, base_open.ip, plan),
             ),
         ];
-        round_robin(report, plan, scale as u64, &mut contenders)?;
+        // Pairs: kaya against its unselected pod, the iptables rendering against flannel's.
+        round_robin(
+            report,
+            plan,
+            scale as u64,
+            &mut contenders,
+            &[(0, 1), (2, 3)],
+        )?;
 
         eprintln!("{scale} rules: time from a policy change to enforcement");
         let (mut kaya_allow, mut kaya_deny, mut ipt_allow) = (Vec::new(), Vec::new(), Vec::new());

@@ -253,13 +253,15 @@ fn policy(quick: bool) -> anyhow::Result<BenchReport> {
         }
     } else {
         PolicyPlan {
-            repetitions: 5,
+            repetitions: 7,
             iperf_seconds: 3,
             rr_iterations: 5000,
             enforcement_rounds: 5,
         }
     };
-    run(&mut report, &plan, &[0, 100, 1000, 10000])?;
+    let scales = [0, 100, 1000, 10000];
+    kaya_tests::policy_bench::datapath_cost(&mut report, &scales, plan.repetitions)?;
+    run(&mut report, &plan, &scales)?;
     Ok(report)
 }
 
