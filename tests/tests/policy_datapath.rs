@@ -397,3 +397,58 @@ fn malformed_policy_input_is_refused_with_the_field_and_leaves_the_maps_alone() 
         TC_ACT_SHOT
     );
 }
+
+/// An SCTP packet (common header and an empty DATA chunk; etherparse builds no SCTP).
+fn sctp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&src.1.to_be_bytes());
+    payload.extend_from_slice(&dst.1.to_be_bytes());
+    payload.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]); // verification tag, checksum
+    payload.extend_from_slice(&[0, 3, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]); // DATA
+    let mut ip = Ipv4Header::new(
+        payload.len() as u16,
+        64,
+        IpNumber::SCTP,
+        src.0.octets(),
+        dst.0.octets(),
+    )
+    .unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    etherparse::Ethernet2Header {
+        source: MAC_A,
+        destination: MAC_B,
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn sctp_ports_are_matched_with_their_protocol() {
+    // Both pods isolated on ingress; SCTP 9999 admitted from anyone.
+    let mut dp = node(&["  podSelector: {}
+  ingress: [{ports: [{port: 9999, protocol: SCTP}]}]"]);
+    assert_eq!(
+        send(&mut dp, &sctp((CLIENT, 5000), (SERVER, 9999))),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(
+        send(&mut dp, &sctp((CLIENT, 5000), (SERVER, 9998))),
+        TC_ACT_SHOT
+    );
+    let tcp_syn = tcp((CLIENT, 5000), (SERVER, 9999), true);
+    assert_eq!(send(&mut dp, &tcp_syn), TC_ACT_SHOT, "TCP is not SCTP");
+    // The association's replies reach the isolated client; a new one the other way does not.
+    assert_eq!(
+        send(&mut dp, &sctp((SERVER, 9999), (CLIENT, 5000))),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(
+        send(&mut dp, &sctp((SERVER, 9999), (CLIENT, 5001))),
+        TC_ACT_SHOT
+    );
+}

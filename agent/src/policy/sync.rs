@@ -2,7 +2,10 @@
 //! changed, in an order that never opens or closes a flow by accident, and keeps the
 //! figures Prometheus and `kaya observe` read.
 use ipnet::Ipv4Net;
-use kaya_ebpf_common::policy::{DIRECTION_INGRESS, IpcacheEntry};
+use kaya_ebpf_common::{
+    metrics::Counter,
+    policy::{DIRECTION_INGRESS, IpcacheEntry},
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,6 +37,51 @@ pub struct PolicyStats {
     pub rules: BTreeMap<u32, String>,
 }
 
+/// The maps a sync writes, behind a seam so the write order is unit-tested without root.
+pub trait PolicyStore: Send {
+    fn put_ipcache(&mut self, prefix: Ipv4Net, entry: IpcacheEntry) -> Result<(), MapAccessError>;
+    fn delete_ipcache(&mut self, prefix: Ipv4Net) -> Result<(), MapAccessError>;
+    fn put_entry(&mut self, key: EntryKey, rule_id: u32) -> Result<(), MapAccessError>;
+    fn delete_entry(&mut self, key: EntryKey) -> Result<(), MapAccessError>;
+    fn set_isolation(&mut self, endpoint_id: u32, flags: u32) -> Result<(), MapAccessError>;
+    fn clear_isolation(&mut self, endpoint_id: u32) -> Result<(), MapAccessError>;
+    fn reset_rule_counter(&mut self, rule_id: u32) -> Result<(), MapAccessError>;
+    fn rule_counter(&self, rule_id: u32) -> Result<Counter, MapAccessError>;
+}
+
+/// The pinned maps themselves.
+pub struct MapStore {
+    pub ipcache: IpcacheMap,
+    pub maps: PolicyMaps,
+}
+
+impl PolicyStore for MapStore {
+    fn put_ipcache(&mut self, prefix: Ipv4Net, entry: IpcacheEntry) -> Result<(), MapAccessError> {
+        self.ipcache.insert(prefix, entry)
+    }
+    fn delete_ipcache(&mut self, prefix: Ipv4Net) -> Result<(), MapAccessError> {
+        self.ipcache.remove(prefix)
+    }
+    fn put_entry(&mut self, (prefix, key): EntryKey, rule_id: u32) -> Result<(), MapAccessError> {
+        self.maps.insert_entry(prefix, key, rule_id)
+    }
+    fn delete_entry(&mut self, (prefix, key): EntryKey) -> Result<(), MapAccessError> {
+        self.maps.remove_entry(prefix, key)
+    }
+    fn set_isolation(&mut self, endpoint_id: u32, flags: u32) -> Result<(), MapAccessError> {
+        self.maps.set_isolation(endpoint_id, flags)
+    }
+    fn clear_isolation(&mut self, endpoint_id: u32) -> Result<(), MapAccessError> {
+        self.maps.clear_isolation(endpoint_id)
+    }
+    fn reset_rule_counter(&mut self, rule_id: u32) -> Result<(), MapAccessError> {
+        self.maps.reset_rule_counter(rule_id)
+    }
+    fn rule_counter(&self, rule_id: u32) -> Result<Counter, MapAccessError> {
+        self.maps.rule_counter(rule_id)
+    }
+}
+
 /// What one apply changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyReport {
@@ -50,8 +98,7 @@ struct Applied {
 }
 
 pub struct PolicySync {
-    ipcache: IpcacheMap,
-    maps: PolicyMaps,
+    store: Box<dyn PolicyStore>,
     numbering: NodeNumbering,
     applied: Applied,
     names_path: PathBuf,
@@ -67,9 +114,12 @@ impl PolicySync {
             entries: maps.entries(),
             isolation: maps.isolation(),
         };
+        Self::with_store(Box::new(MapStore { ipcache, maps }), applied, names_path)
+    }
+
+    fn with_store(store: Box<dyn PolicyStore>, applied: Applied, names_path: PathBuf) -> Self {
         PolicySync {
-            ipcache,
-            maps,
+            store,
             numbering: NodeNumbering::default(),
             applied,
             names_path,
@@ -126,24 +176,24 @@ impl PolicySync {
         let mut report = PolicyReport::default();
         for (prefix, entry) in &compiled.ipcache {
             if self.applied.ipcache.get(prefix) != Some(entry) {
-                self.ipcache.insert(*prefix, *entry)?;
+                self.store.put_ipcache(*prefix, *entry)?;
                 self.applied.ipcache.insert(*prefix, *entry);
                 report.writes += 1;
             }
         }
         for rule_id in fresh_rules {
-            self.maps.reset_rule_counter(*rule_id)?;
+            self.store.reset_rule_counter(*rule_id)?;
         }
         for (&(prefix, key), &rule_id) in &compiled.entries {
             if self.applied.entries.get(&(prefix, key)) != Some(&rule_id) {
-                self.maps.insert_entry(prefix, key, rule_id)?;
+                self.store.put_entry((prefix, key), rule_id)?;
                 self.applied.entries.insert((prefix, key), rule_id);
                 report.writes += 1;
             }
         }
         for (&endpoint_id, &flags) in &compiled.isolation {
             if self.applied.isolation.get(&endpoint_id) != Some(&flags) {
-                self.maps.set_isolation(endpoint_id, flags)?;
+                self.store.set_isolation(endpoint_id, flags)?;
                 self.applied.isolation.insert(endpoint_id, flags);
                 report.writes += 1;
             }
@@ -153,7 +203,7 @@ impl PolicySync {
             .copied()
             .collect();
         for endpoint_id in lifted {
-            self.maps.clear_isolation(endpoint_id)?;
+            self.store.clear_isolation(endpoint_id)?;
             self.applied.isolation.remove(&endpoint_id);
             report.deletes += 1;
         }
@@ -162,7 +212,7 @@ impl PolicySync {
             .copied()
             .collect();
         for (prefix, key) in stale {
-            self.maps.remove_entry(prefix, key)?;
+            self.store.delete_entry((prefix, key))?;
             self.applied.entries.remove(&(prefix, key));
             report.deletes += 1;
         }
@@ -171,7 +221,7 @@ impl PolicySync {
             .copied()
             .collect();
         for prefix in stale {
-            self.ipcache.remove(prefix)?;
+            self.store.delete_ipcache(prefix)?;
             self.applied.ipcache.remove(&prefix);
             report.deletes += 1;
         }
@@ -233,7 +283,142 @@ impl PolicySync {
     /// Packets and bytes each named rule admitted.
     pub fn rule_counters(&self) -> Vec<(String, kaya_ebpf_common::metrics::Counter)> {
         (self.stats.rules.iter())
-            .filter_map(|(id, name)| Some((name.clone(), self.maps.rule_counter(*id).ok()?)))
+            .filter_map(|(id, name)| Some((name.clone(), self.store.rule_counter(*id).ok()?)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::ObjectName;
+    use crate::policy::inventory::PodDef;
+    use crate::policy::spec::PolicyDef;
+    use std::net::Ipv4Addr;
+    use std::sync::{Arc, Mutex};
+
+    /// Records every write, in order.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl PolicyStore for Recorder {
+        fn put_ipcache(&mut self, prefix: Ipv4Net, _: IpcacheEntry) -> Result<(), MapAccessError> {
+            self.0.lock().unwrap().push(format!("put ipcache {prefix}"));
+            Ok(())
+        }
+        fn delete_ipcache(&mut self, prefix: Ipv4Net) -> Result<(), MapAccessError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("delete ipcache {prefix}"));
+            Ok(())
+        }
+        fn put_entry(&mut self, (_, key): EntryKey, _: u32) -> Result<(), MapAccessError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("put entry {}", key.endpoint_id));
+            Ok(())
+        }
+        fn delete_entry(&mut self, (_, key): EntryKey) -> Result<(), MapAccessError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("delete entry {}", key.endpoint_id));
+            Ok(())
+        }
+        fn set_isolation(&mut self, id: u32, _: u32) -> Result<(), MapAccessError> {
+            self.0.lock().unwrap().push(format!("isolate {id}"));
+            Ok(())
+        }
+        fn clear_isolation(&mut self, id: u32) -> Result<(), MapAccessError> {
+            self.0.lock().unwrap().push(format!("open {id}"));
+            Ok(())
+        }
+        fn reset_rule_counter(&mut self, _: u32) -> Result<(), MapAccessError> {
+            Ok(())
+        }
+        fn rule_counter(&self, _: u32) -> Result<Counter, MapAccessError> {
+            Ok(Counter::default())
+        }
+    }
+
+    fn inputs(policies: &[&str]) -> Inputs {
+        let pod = PodDef {
+            name: ObjectName {
+                namespace: "x".into(),
+                name: "a".into(),
+            },
+            labels: [("pod".to_string(), "a".to_string())].into(),
+            ip: Some(Ipv4Addr::new(10, 244, 1, 2)),
+            node: None,
+            ports: vec![],
+        };
+        Inputs {
+            namespaces: Default::default(),
+            pods: vec![pod],
+            policies: (policies.iter())
+                .map(|yaml| PolicyDef::from_k8s(&serde_yaml::from_str(yaml).unwrap()).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn entries_precede_isolation_and_isolation_is_lifted_before_they_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let mut sync = PolicySync::with_store(
+            Box::new(recorder.clone()),
+            Applied::default(),
+            dir.path().join("names.json"),
+        );
+        let node = NodeContext {
+            endpoints: [(Ipv4Addr::new(10, 244, 1, 2), 7)].into(),
+            ..NodeContext::default()
+        };
+        let allow = "metadata: {name: p, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}]}]}";
+        let report = sync.apply(&inputs(&[allow]), &node).unwrap();
+        let log = std::mem::take(&mut *recorder.0.lock().unwrap());
+        let position = |op: &str| {
+            log.iter()
+                .position(|l| l == op)
+                .unwrap_or_else(|| panic!("{op}: {log:?}"))
+        };
+        assert!(position("put entry 7") < position("isolate 7"), "{log:?}");
+        assert!(
+            position("put ipcache 10.0.0.0/8") < position("put entry 7"),
+            "{log:?}"
+        );
+        assert_eq!(report.deletes, 0);
+
+        // Nothing changed: nothing is written.
+        let report = sync.apply(&inputs(&[allow]), &node).unwrap();
+        assert_eq!(report, PolicyReport::default());
+
+        let report = sync.apply(&inputs(&[]), &node).unwrap();
+        let log = std::mem::take(&mut *recorder.0.lock().unwrap());
+        assert!(
+            position_in(&log, "open 7") < position_in(&log, "delete entry 7"),
+            "{log:?}"
+        );
+        assert!(
+            position_in(&log, "delete entry 7") < position_in(&log, "delete ipcache 10.0.0.0/8"),
+            "{log:?}"
+        );
+        // The pod's own entry loses its ipBlock identity, before the block's entry goes.
+        assert_eq!(report.writes, 1, "{log:?}");
+        assert!(
+            position_in(&log, "put ipcache 10.244.1.2/32")
+                < position_in(&log, "delete ipcache 10.0.0.0/8"),
+            "{log:?}"
+        );
+        let names = FlowNames::load(&dir.path().join("names.json")).unwrap();
+        assert!(names.policies.is_empty() && names.endpoints[&7] == Ipv4Addr::new(10, 244, 1, 2));
+    }
+
+    fn position_in(log: &[String], op: &str) -> usize {
+        log.iter()
+            .position(|l| l == op)
+            .unwrap_or_else(|| panic!("{op}: {log:?}"))
     }
 }
