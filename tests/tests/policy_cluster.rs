@@ -306,11 +306,32 @@ spec:
     std::thread::sleep(Duration::from_millis(300));
     let x_a = table.ips[&("x".to_string(), "a".to_string())];
     let (y_a, x_b) = (table.order[3], table.order[1]);
+    let capture = kaya_tests::capture::VxlanCapture::start(
+        &table.cluster.underlay.path(),
+        kaya_ebpf_common::tunnel::VXLAN_PORT,
+    )?;
     let denied_at = Instant::now();
     let denied = table
         .cluster
         .probe(y_a, &["matrix", "500", &format!("tcp:{x_a}:80")])?;
     assert!(denied.ends_with("fail"), "{denied}");
+    // y/a sits on another node: its SYNs crossed the overlay with its identity as the VNI,
+    // the same number the agents give its labels.
+    let frames = capture.finish();
+    let y_a_ip = table.cluster.pods[y_a].ip;
+    let names_path = (table.cluster.nodes[target_node])
+        .state_dir(&table.cluster.state_root)
+        .join(NAMES_FILE);
+    let names = FlowNames::load(&names_path)?;
+    let identity = (names.identities.iter())
+        .find(|(_, labels)| labels.as_str() == "y pod=a")
+        .map(|(id, _)| *id)
+        .context("no identity named y pod=a")?;
+    let vnis: std::collections::BTreeSet<u32> = (frames.iter())
+        .filter(|f| f.inner_src == y_a_ip && f.inner_dst == x_a)
+        .map(|f| f.vni)
+        .collect();
+    assert_eq!(vnis, [identity].into(), "VNIs of y/a's frames: {frames:?}");
     let allowed = table
         .cluster
         .probe(x_b, &["matrix", "500", &format!("tcp:{x_a}:80")])?;
