@@ -14,6 +14,7 @@ pub mod netdev;
 pub mod node;
 pub mod objects;
 pub mod observe;
+pub mod pods;
 pub mod policy;
 pub mod prometheus;
 pub mod registry;
