@@ -1,5 +1,6 @@
 //! kaya-agent: the node agent. It owns this node's eBPF dataplane (loads, pins, attaches and
 //! keeps the maps in sync) and serves the endpoint API that kaya-cni registers pods through.
+pub mod clock;
 pub mod cni_conf;
 pub mod config;
 pub mod datapath;

@@ -10,6 +10,7 @@ use kaya_ebpf_common::trace::{
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
+use crate::clock::rfc3339;
 use crate::policy::names::FlowNames;
 
 /// One flow event with its names resolved.
@@ -95,7 +96,7 @@ pub fn resolve(event: &FlowEvent, names: &FlowNames, wall_ns_at: impl Fn(u64) ->
         other => format!("cause {other}"),
     };
     Flow {
-        time: wall_time(wall_ns_at(event.time_ns)),
+        time: rfc3339(wall_ns_at(event.time_ns), 3),
         source: endpoint(event.saddr, event.sport, event.src_identity),
         destination: endpoint(event.daddr, event.dport, event.dst_identity),
         protocol: protocol_name(event.protocol),
@@ -108,35 +109,6 @@ pub fn resolve(event: &FlowEvent, names: &FlowNames, wall_ns_at: impl Fn(u64) ->
         reason,
         observation_point: point_name(event.point),
     }
-}
-
-/// RFC 3339 UTC with milliseconds, from nanoseconds since the epoch.
-fn wall_time(ns: i128) -> String {
-    let secs = ns.div_euclid(1_000_000_000) as i64;
-    let millis = (ns.rem_euclid(1_000_000_000) / 1_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 impl Flow {

@@ -1,6 +1,8 @@
 //! The kubelet role (issue 5, groundwork): turning Pod specs into what the node enforces.
-//! So far the pure parts: resource accounting (quantities, QoS classes, cgroup values),
-//! restart policy with CrashLoopBackOff, and probe bookkeeping.
+//! So far the parts that need no container runtime: resource accounting (quantities, QoS
+//! classes, cgroup values), restart policy with CrashLoopBackOff, probe bookkeeping, and
+//! CRI-format container logs with rotation.
+pub mod cri_log;
 pub mod probe;
 pub mod quantity;
 pub mod resources;
