@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::datapath::endpoints::EndpointMap;
-use crate::manifests::ManifestDir;
+use crate::manifests::{ManifestDir, Rescan};
 use crate::policy::{compile::NodeContext, sync::PolicySync};
 use crate::services::sync::ServiceSync;
 
@@ -48,19 +48,21 @@ impl Feed {
     /// One round: rescan, and apply what changed or failed last time.
     pub fn round(&mut self) {
         let started = std::time::Instant::now();
-        let changed = match self.source.rescan() {
+        let rescan = match self.source.rescan() {
             Ok(rescan) => {
                 for err in &rescan.errors {
                     tracing::error!(%err, "manifest rejected; its last good objects stay");
                 }
-                rescan.changed
+                rescan
             }
             Err(err) => {
                 tracing::warn!(%err, "manifest directory unreadable; nothing changed");
-                false
+                Rescan::default()
             }
         };
-        if changed || !self.services_done {
+        // Each consumer applies only when its own kinds changed: a policy edit must not
+        // replan every service, nor a service edit recompile every policy.
+        if rescan.services || !self.services_done {
             let catalog = self.source.catalog();
             self.services_done = match lock(&self.services).apply(&catalog) {
                 Ok(()) => true,
@@ -75,7 +77,7 @@ impl Feed {
             .collect();
         let endpoints_changed = endpoints != self.node.endpoints;
         self.node.endpoints = endpoints;
-        if changed || endpoints_changed || !self.policy_done {
+        if rescan.policy || endpoints_changed || !self.policy_done {
             let inputs = self.source.policy_inputs();
             tracing::debug!(
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,

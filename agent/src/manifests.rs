@@ -66,10 +66,28 @@ pub struct ManifestDir {
 /// What a rescan found.
 #[derive(Debug, Default)]
 pub struct Rescan {
-    /// Objects were added, changed or removed.
-    pub changed: bool,
+    /// Services or EndpointSlices were added, changed or removed.
+    pub services: bool,
+    /// Namespaces, Pods or NetworkPolicies were added, changed or removed.
+    pub policy: bool,
     /// Problems in files that changed since the last scan (each reported once).
     pub errors: Vec<ManifestError>,
+}
+
+impl Rescan {
+    pub fn changed(&self) -> bool {
+        self.services || self.policy
+    }
+
+    /// Notes that `objects` came or went, so their consumers apply again.
+    fn touch(&mut self, objects: &[Parsed]) {
+        for object in objects {
+            match object {
+                Parsed::Service(_) | Parsed::Slice(_) => self.services = true,
+                Parsed::Namespace(_) | Parsed::Pod(_) | Parsed::Policy(_) => self.policy = true,
+            }
+        }
+    }
 }
 
 impl ManifestDir {
@@ -111,9 +129,13 @@ impl ManifestDir {
         }
         present.sort();
         let mut rescan = Rescan::default();
-        let before = self.files.len();
-        self.files.retain(|path, _| present.contains(path));
-        rescan.changed |= self.files.len() != before;
+        self.files.retain(|path, file| {
+            let keep = present.contains(path);
+            if !keep {
+                rescan.touch(&file.objects);
+            }
+            keep
+        });
         for path in present {
             let stamp = stamp(&path);
             if stamp.is_some() && self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
@@ -135,7 +157,10 @@ impl ManifestDir {
             }
             match parse_file(&path, &text) {
                 Ok(objects) => {
-                    rescan.changed = true;
+                    if let Some(old) = self.files.get(&path) {
+                        rescan.touch(&old.objects);
+                    }
+                    rescan.touch(&objects);
                     let state = FileState {
                         stamp,
                         digest,
@@ -380,6 +405,42 @@ spec: {podSelector: {}}
     }
 
     #[test]
+    fn a_rescan_names_which_consumers_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}}\n";
+        std::fs::write(dir.path().join("web.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("p.yaml"), policy).unwrap();
+        let mut source = ManifestDir::new(dir.path());
+        let scan = source.rescan().unwrap();
+        assert!(scan.services && scan.policy);
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            policy.replace("name: p", "name: q"),
+        )
+        .unwrap();
+        let scan = source.rescan().unwrap();
+        assert!(
+            scan.policy && !scan.services,
+            "a policy edit leaves services alone"
+        );
+        std::fs::remove_file(dir.path().join("web.yaml")).unwrap();
+        let scan = source.rescan().unwrap();
+        assert!(
+            scan.services && !scan.policy,
+            "removed services are a services change"
+        );
+        std::fs::write(
+            dir.path().join("cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        )
+        .unwrap();
+        assert!(
+            !source.rescan().unwrap().changed(),
+            "kinds nobody reads change nothing"
+        );
+    }
+
+    #[test]
     fn a_broken_edit_keeps_the_last_good_objects_and_is_reported_once() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("web.yaml");
@@ -387,7 +448,7 @@ spec: {podSelector: {}}
         std::fs::write(dir.path().join(".web.yaml.swp"), "garbage: [").unwrap();
         let mut source = ManifestDir::new(dir.path());
         let scan = source.rescan().unwrap();
-        assert!(scan.changed && scan.errors.is_empty());
+        assert!(scan.services && !scan.policy && scan.errors.is_empty());
         assert_eq!(source.catalog().services.len(), 1);
 
         std::fs::write(&file, "apiVersion: v1\nkind: Service\nspec: [").unwrap();
@@ -397,7 +458,7 @@ spec: {podSelector: {}}
         assert!(source.rescan().unwrap().errors.is_empty(), "reported once");
 
         std::fs::remove_file(&file).unwrap();
-        assert!(source.rescan().unwrap().changed);
+        assert!(source.rescan().unwrap().changed());
         assert!(source.catalog().services.is_empty());
     }
 }

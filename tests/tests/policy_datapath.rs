@@ -66,6 +66,17 @@ fn node(policies: &[&str]) -> TestDatapath {
 }
 
 fn set_policies(dp: &mut TestDatapath, policies: &[&str]) {
+    let policies = (policies.iter())
+        .map(|yaml| {
+            let yaml = format!("metadata: {{name: p, namespace: x}}\nspec:\n{yaml}");
+            PolicyDef::from_k8s(&serde_yaml::from_str(&yaml).unwrap()).unwrap()
+        })
+        .collect();
+    apply(dp, policies);
+}
+
+/// Programs `policies` over the two pods through the agent's compiler and sync.
+fn apply(dp: &mut TestDatapath, policies: Vec<PolicyDef>) {
     let inputs = Inputs {
         namespaces: Default::default(),
         pods: vec![
@@ -76,12 +87,7 @@ fn set_policies(dp: &mut TestDatapath, policies: &[&str]) {
                 &[("web", 8080, Protocol::Tcp), ("dns", 53, Protocol::Udp)],
             ),
         ],
-        policies: (policies.iter())
-            .map(|yaml| {
-                let yaml = format!("metadata: {{name: p, namespace: x}}\nspec:\n{yaml}");
-                PolicyDef::from_k8s(&serde_yaml::from_str(&yaml).unwrap()).unwrap()
-            })
-            .collect(),
+        policies,
     };
     let node = NodeContext {
         endpoints: [(CLIENT, CLIENT_ID), (SERVER, SERVER_ID)].into(),
@@ -285,6 +291,23 @@ fn replies_of_admitted_flows_pass_and_new_flows_the_other_way_do_not() {
     );
 }
 
+/// An Ethernet frame around `ip` (its checksum filled in) and `payload`, for packets
+/// etherparse's builder cannot make (fragments, SCTP).
+fn frame(mut ip: Ipv4Header, payload: &[u8]) -> Vec<u8> {
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    etherparse::Ethernet2Header {
+        source: MAC_A,
+        destination: MAC_B,
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
 /// The two fragments of a UDP datagram to `port` (first: UDP header and 16 bytes).
 fn fragments(port: u16, id: u16) -> (Vec<u8>, Vec<u8>) {
     let payload = [7u8; 40];
@@ -304,18 +327,7 @@ fn fragments(port: u16, id: u16) -> (Vec<u8>, Vec<u8>) {
         ip.identification = id;
         ip.more_fragments = more;
         ip.fragment_offset = etherparse::IpFragOffset::try_new((offset / 8) as u16).unwrap();
-        ip.header_checksum = ip.calc_header_checksum();
-        let mut out = Vec::new();
-        etherparse::Ethernet2Header {
-            source: MAC_A,
-            destination: MAC_B,
-            ether_type: etherparse::EtherType::IPV4,
-        }
-        .write(&mut out)
-        .unwrap();
-        ip.write(&mut out).unwrap();
-        out.extend_from_slice(data);
-        out
+        frame(ip, data)
     };
     (
         piece(0, &datagram[..24], true),
@@ -381,20 +393,44 @@ fn traffic_the_stack_routes_into_a_pod_meets_its_ingress_policy_unless_from_the_
 }
 
 #[test]
-fn malformed_policy_input_is_refused_with_the_field_and_leaves_the_maps_alone() {
-    let mut dp = node(&["  podSelector: {matchLabels: {pod: server}}\n  ingress: []"]);
-    let bad: Result<PolicyDef, _> = PolicyDef::from_k8s(
-        &serde_yaml::from_str("metadata: {name: q, namespace: x}\nspec: {podSelector: {}, ingress: [{ports: [{port: 80, endPort: 70}]}]}").unwrap(),
+fn a_malformed_policy_edit_is_refused_with_the_field_and_the_last_good_one_stays() {
+    let mut dp = node(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    let good = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: q, namespace: x}\nspec: {podSelector: {matchLabels: {pod: server}}, ingress: []}\n";
+    std::fs::write(&file, good).unwrap();
+    let mut source = kaya_agent::manifests::ManifestDir::new(dir.path());
+    assert!(source.rescan().unwrap().errors.is_empty());
+    apply(&mut dp, source.policy_inputs().policies);
+    let syn = tcp((CLIENT, 40000), (SERVER, 80), true);
+    assert_eq!(
+        send(&mut dp, &syn),
+        TC_ACT_SHOT,
+        "isolated by the good policy"
     );
-    let err = bad.unwrap_err().to_string();
+    // An edit that, read leniently, would open port 80.
+    let bad = good.replace(
+        "ingress: []",
+        "ingress: [{ports: [{port: 80, endPort: 70}]}]",
+    );
+    std::fs::write(&file, bad).unwrap();
+    let scan = source.rescan().unwrap();
+    let err = scan
+        .errors
+        .first()
+        .expect("the edit is refused")
+        .to_string();
     assert!(
-        err.contains("NetworkPolicy x/q") && err.contains("spec.ingress[0].ports[0].endPort"),
+        err.contains("p.yaml")
+            && err.contains("NetworkPolicy x/q")
+            && err.contains("spec.ingress[0].ports[0].endPort"),
         "{err}"
     );
-    // Still isolated by the good policy.
+    apply(&mut dp, source.policy_inputs().policies);
     assert_eq!(
-        send(&mut dp, &tcp((CLIENT, 40000), (SERVER, 80), true)),
-        TC_ACT_SHOT
+        send(&mut dp, &syn),
+        TC_ACT_SHOT,
+        "the last good version stays in force"
     );
 }
 
@@ -405,7 +441,7 @@ fn sctp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
     payload.extend_from_slice(&dst.1.to_be_bytes());
     payload.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]); // verification tag, checksum
     payload.extend_from_slice(&[0, 3, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]); // DATA
-    let mut ip = Ipv4Header::new(
+    let ip = Ipv4Header::new(
         payload.len() as u16,
         64,
         IpNumber::SCTP,
@@ -413,18 +449,7 @@ fn sctp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
         dst.0.octets(),
     )
     .unwrap();
-    ip.header_checksum = ip.calc_header_checksum();
-    let mut out = Vec::new();
-    etherparse::Ethernet2Header {
-        source: MAC_A,
-        destination: MAC_B,
-        ether_type: etherparse::EtherType::IPV4,
-    }
-    .write(&mut out)
-    .unwrap();
-    ip.write(&mut out).unwrap();
-    out.extend_from_slice(&payload);
-    out
+    frame(ip, &payload)
 }
 
 #[test]

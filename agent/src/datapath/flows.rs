@@ -2,7 +2,7 @@
 //! every admitted flow), read from the pinned ring buffer.
 use aya::maps::{Map, MapData, RingBuf};
 use kaya_ebpf_common::policy::{FLOW_EVENTS_MAP, FlowEvent};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,15 +32,15 @@ impl FlowEvents {
         events
     }
 
-    /// Blocks until events may be waiting or `timeout` passes.
+    /// Blocks until events may be waiting or `timeout` passes (an error only shortens it).
     pub fn wait(&self, timeout: Duration) {
-        let mut poll = [nix::libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: nix::libc::POLLIN,
-            revents: 0,
-        }];
-        // SAFETY: one valid pollfd for the duration of the call; errors only shorten the wait.
-        unsafe { nix::libc::poll(poll.as_mut_ptr(), 1, timeout.as_millis() as i32) };
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let fd = self.ring.as_fd();
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let _ = poll(
+            &mut [PollFd::new(fd, PollFlags::POLLIN)],
+            PollTimeout::from(millis),
+        );
     }
 }
 

@@ -75,8 +75,6 @@ pub struct NodeNumbering<A: IdentityAllocator = LocalAllocator> {
     asked: BTreeMap<IdentityLabels, u32>,
     pub rules: StableIds<RuleRef>,
     cidrs: StableIds<Ipv4Net>,
-    /// Label sets the allocator refused (identity space exhausted).
-    pub refused: usize,
 }
 
 impl<A: IdentityAllocator + Default> Default for NodeNumbering<A> {
@@ -87,7 +85,6 @@ impl<A: IdentityAllocator + Default> Default for NodeNumbering<A> {
             asked: BTreeMap::new(),
             rules: StableIds::new(1, RULE_COUNTERS_MAX),
             cidrs: StableIds::new(FIRST_CIDR_IDENTITY, u32::MAX),
-            refused: 0,
         }
     }
 }
@@ -116,7 +113,6 @@ impl<A: IdentityAllocator> Numbering for NodeNumbering<A> {
             None => match self.allocator.acquire(labels) {
                 Ok(id) => id,
                 Err(err) => {
-                    self.refused += 1;
                     tracing::error!(%err, namespace = labels.namespace, "no identity for a label set; its pods count as the world");
                     kaya_ebpf_common::identity::IDENTITY_WORLD
                 }

@@ -33,8 +33,6 @@ pub struct PolicyStats {
     pub syncs_total: u64,
     pub sync_errors_total: u64,
     pub last_sync: Duration,
-    /// Rule id → its name, for the per-rule counters.
-    pub rules: BTreeMap<u32, String>,
 }
 
 /// The maps a sync writes, behind a seam so the write order is unit-tested without root.
@@ -274,7 +272,6 @@ impl PolicySync {
         };
         if names != self.names {
             names.save(&self.names_path)?;
-            self.stats.rules = names.rules.clone();
             self.names = names;
         }
         Ok(())
@@ -282,7 +279,7 @@ impl PolicySync {
 
     /// Packets and bytes each named rule admitted.
     pub fn rule_counters(&self) -> Vec<(String, kaya_ebpf_common::metrics::Counter)> {
-        (self.stats.rules.iter())
+        (self.names.rules.iter())
             .filter_map(|(id, name)| Some((name.clone(), self.store.rule_counter(*id).ok()?)))
             .collect()
     }

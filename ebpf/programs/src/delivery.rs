@@ -72,7 +72,7 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
             TC_ACT_SHOT as i32,
         );
     }
-    let src = policy::Peer::of(ip.saddr);
+    let source_ip = ip.saddr;
     match translate::from_pod(ctx, &mut ip) {
         Outcome::Untouched => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
@@ -101,6 +101,13 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         }
     }
     let target = endpoint(ip.daddr);
+    // The sender's identity: for the policy check, and for the VNI of what leaves the node;
+    // a reply delivered locally needs neither.
+    let src = if sent == policy::Sent::New || target.is_none() {
+        policy::Peer::of(source_ip)
+    } else {
+        policy::Peer::unknown()
+    };
     if sent == policy::Sent::New {
         // Policy sees the flow as it travels: towards the backend, not the service.
         let check = policy::Check {

@@ -38,15 +38,16 @@ pub fn from_netdev(ctx: &TcContext) -> i32 {
         Parsed::NotIpv4 | Parsed::Malformed => return TC_ACT_OK as i32,
     };
     let mut decision = Decision::about(&ip);
-    // The client as it arrived, before any SNAT: that is whom the backend's policy judges.
-    let src = policy::Peer::of(ip.saddr);
+    // The client as it arrived, before any SNAT: that is whom the backend's policy judges
+    // (looked up only for packets that reach a local pod, not for all the node's traffic).
+    let client = ip.saddr;
     match translate::from_netdev(ctx, &mut ip) {
         Outcome::Untouched | Outcome::ToNetdev => TC_ACT_OK as i32,
         Outcome::Translated(reason) => {
             if let Some(target) = endpoint(ip.daddr) {
                 let check = policy::Check {
                     point: POINT_FROM_NETDEV,
-                    src,
+                    src: policy::Peer::of(client),
                     sender: 0,
                     receiver: target.endpoint_id,
                 };

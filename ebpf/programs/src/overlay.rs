@@ -129,11 +129,7 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
             TC_ACT_SHOT as i32,
         );
     }
-    // The sender's identity came in the VNI; the ipcache adds its ipBlock identity.
-    let src = policy::Peer {
-        identity: decision.vni,
-        cidr_identity: policy::Peer::of(ip.saddr).cidr_identity,
-    };
+    let sender = ip.saddr;
     match translate::from_overlay(ctx, &mut ip) {
         Outcome::Untouched | Outcome::Reject(_) => {}
         Outcome::Translated(reason) => count(reason, ctx.len()),
@@ -158,14 +154,21 @@ pub fn from_overlay(ctx: &TcContext) -> i32 {
         }
     }
     if let Some(target) = endpoint(ip.daddr) {
-        let check = policy::Check {
-            point: POINT_FROM_OVERLAY,
-            src,
-            sender: 0,
-            receiver: target.endpoint_id,
-        };
+        // The sender's identity came in the VNI; the ipcache adds its ipBlock identity.
         if sent == policy::Sent::New
-            && let Some(reason) = policy::admit(ctx, &ip, &check)
+            && let Some(reason) = policy::admit(
+                ctx,
+                &ip,
+                &policy::Check {
+                    point: POINT_FROM_OVERLAY,
+                    src: policy::Peer {
+                        identity: decision.vni,
+                        cidr_identity: policy::Peer::of(sender).cidr_identity,
+                    },
+                    sender: 0,
+                    receiver: target.endpoint_id,
+                },
+            )
         {
             return record(
                 ctx,

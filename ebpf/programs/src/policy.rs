@@ -33,6 +33,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A peer nobody looked up (a locally delivered reply: no decision needs it).
+    #[inline(always)]
+    pub fn unknown() -> Peer {
+        Peer {
+            identity: IDENTITY_WORLD,
+            cidr_identity: 0,
+        }
+    }
+
     /// The ipcache's view of `address`; outside every known prefix is the world.
     #[inline(always)]
     pub fn of(address: u32) -> Peer {
@@ -45,10 +54,7 @@ impl Peer {
                 },
                 cidr_identity: entry.cidr_identity,
             },
-            None => Peer {
-                identity: IDENTITY_WORLD,
-                cidr_identity: 0,
-            },
+            None => Peer::unknown(),
         }
     }
 }
