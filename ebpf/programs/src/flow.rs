@@ -47,9 +47,17 @@ pub struct Flow {
     pub error_about: Option<Tuple>,
 }
 
+/// Whether reading a flow also records a first fragment's ports for the pieces after it:
+/// once per packet is enough.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragments {
+    Record,
+    Skip,
+}
+
 /// The flow `ip` belongs to; `None` when its L4 header is cut short.
 #[inline(always)]
-pub fn of(ctx: &TcContext, ip: &Ipv4Summary) -> Option<Flow> {
+pub fn of(ctx: &TcContext, ip: &Ipv4Summary, fragments: Fragments) -> Option<Flow> {
     let mut tuple = Tuple {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -85,7 +93,7 @@ pub fn of(ctx: &TcContext, ip: &Ipv4Summary) -> Option<Flow> {
             let ports = ctx.load::<[u16; 2]>(ip.l4_offset as usize).ok()?;
             tuple.sport = ports[0];
             tuple.dport = ports[1];
-            if ip.more_fragments {
+            if ip.more_fragments && fragments == Fragments::Record {
                 let ports = FragmentPorts {
                     sport: ports[0],
                     dport: ports[1],

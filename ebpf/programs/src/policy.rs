@@ -204,7 +204,9 @@ pub enum Sent {
 /// verifier's 512-byte stack limit.
 #[inline(never)]
 pub fn classify(ctx: &TcContext, ip: &Ipv4Summary) -> Sent {
-    match flow::of(ctx, ip) {
+    // Every packet is classified, replies included, so a first fragment's ports are recorded
+    // here, once, under the addresses its later pieces carry (those are never translated).
+    match flow::of(ctx, ip, flow::Fragments::Record) {
         Some(flow) if is_reply(&flow) => Sent::Reply,
         Some(_) => Sent::New,
         None => Sent::Malformed,
@@ -227,7 +229,7 @@ pub struct Check {
 /// admitted packet is tracked so its flow's replies pass. `Some` is the drop reason.
 #[inline(never)]
 pub fn admit(ctx: &TcContext, ip: &Ipv4Summary, check: &Check) -> Option<Reason> {
-    let Some(flow) = flow::of(ctx, ip) else {
+    let Some(flow) = flow::of(ctx, ip, flow::Fragments::Skip) else {
         return Some(Reason::DropMalformed);
     };
     let (point, src) = (check.point, &check.src);
