@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod endpoint_api;
 pub mod endpoint_service;
 pub mod feed;
+pub mod images;
 pub mod inspect;
 pub mod instance;
 pub mod manifests;
