@@ -20,5 +20,6 @@ pub mod pods;
 pub mod policy;
 pub mod prometheus;
 pub mod registry;
+pub mod runtime;
 pub mod services;
 pub mod sysctl;

@@ -102,7 +102,7 @@ pub fn qos_class(containers: &[ContainerResources]) -> QosClass {
 }
 
 /// CPU and memory settings for one cgroup, independent of the cgroup version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupLimits {
     /// cgroup v1 cpu.shares.
     pub cpu_shares: u64,

@@ -8,7 +8,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long before exiting starts its backoff afresh.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RestartPolicy {
     Always,
     OnFailure,
