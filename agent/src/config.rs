@@ -64,6 +64,62 @@ pub struct AgentConfig {
     /// `host:port` to serve Prometheus metrics on; off when absent.
     #[serde(default)]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The kubelet role: pods run from a static pod directory.
+    #[serde(default)]
+    pub pods: PodsConfig,
+}
+
+/// Running pods (the kubelet role).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodsConfig {
+    /// kubelet's staticPodPath: the Pods (and the ConfigMaps and Secrets they use) this node
+    /// runs. No pods run when absent.
+    #[serde(default)]
+    pub static_pod_path: Option<PathBuf>,
+    #[serde(default = "default_image_root")]
+    pub image_root: PathBuf,
+    #[serde(default = "default_log_root")]
+    pub log_root: PathBuf,
+    /// The kaya-shim binary; next to the agent's own binary when absent.
+    #[serde(default)]
+    pub shim_binary: Option<PathBuf>,
+    /// Where CNI plugins are found (CNI_PATH); the agent's own directory comes first.
+    #[serde(default = "default_cni_bin_dirs")]
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// A Docker config.json with registry credentials.
+    #[serde(default)]
+    pub registry_auth: Option<PathBuf>,
+    /// How often the static pod directory is rescanned and pods converged.
+    #[serde(default = "default_pods_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl Default for PodsConfig {
+    fn default() -> Self {
+        PodsConfig {
+            static_pod_path: None,
+            image_root: default_image_root(),
+            log_root: default_log_root(),
+            shim_binary: None,
+            cni_bin_dirs: default_cni_bin_dirs(),
+            registry_auth: None,
+            poll_ms: default_pods_poll_ms(),
+        }
+    }
+}
+
+fn default_image_root() -> PathBuf {
+    PathBuf::from("/var/lib/kaya/images")
+}
+fn default_log_root() -> PathBuf {
+    PathBuf::from("/var/log/pods")
+}
+fn default_cni_bin_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+}
+fn default_pods_poll_ms() -> u64 {
+    200
 }
 
 /// Service load balancing (the kube-proxy replacement).

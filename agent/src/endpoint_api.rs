@@ -7,6 +7,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
 use crate::endpoint_service::EndpointService;
+use crate::pods_api::PodsApi;
 
 /// Longest request line accepted; anything longer is not a real request.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -34,13 +35,18 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     UnixListener::bind(path).map_err(err)
 }
 
-pub async fn serve(listener: UnixListener, service: Arc<Mutex<EndpointService>>) {
+pub async fn serve(
+    listener: UnixListener,
+    service: Arc<Mutex<EndpointService>>,
+    pods: Option<Arc<PodsApi>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let service = service.clone();
+                let pods = pods.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = handle_connection(stream, service).await {
+                    if let Err(err) = handle_connection(stream, service, pods).await {
                         tracing::warn!(%err, "endpoint api connection failed");
                     }
                 });
@@ -56,12 +62,26 @@ pub async fn serve(listener: UnixListener, service: Arc<Mutex<EndpointService>>)
 async fn handle_connection(
     stream: UnixStream,
     service: Arc<Mutex<EndpointService>>,
+    pods: Option<Arc<PodsApi>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1)).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => service.lock().await.handle(request).await,
+            Ok(request) => match pods.clone() {
+                // Pod requests read files and may wait on a shim (exec): off the runtime,
+                // and never holding the endpoint service that CNI calls need.
+                Some(pods) if request.is_pod_request() => {
+                    tokio::task::spawn_blocking(move || pods.handle(&request))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| Response::Error {
+                            message: "pod request failed".into(),
+                        })
+                }
+                _ => service.lock().await.handle(request).await,
+            },
             Err(err) => Response::Error {
                 message: format!("malformed request: {err}"),
             },

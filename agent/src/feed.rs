@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::datapath::endpoints::EndpointMap;
+use crate::dir_watch::DirectoryWatch;
 use crate::manifests::{ManifestDir, Rescan};
 use crate::policy::{compile::NodeContext, sync::PolicySync};
 use crate::services::sync::ServiceSync;
@@ -110,46 +111,5 @@ impl Feed {
                 }
             })
             .expect("spawning the feed thread");
-    }
-}
-
-/// Wakes the feed when a manifest is written, renamed in or removed.
-struct DirectoryWatch {
-    inotify: nix::sys::inotify::Inotify,
-}
-
-impl DirectoryWatch {
-    fn new(dir: &std::path::Path) -> Option<Self> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-        let events = AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_CREATE;
-        match inotify.add_watch(dir, events) {
-            Ok(_) => Some(DirectoryWatch { inotify }),
-            Err(err) => {
-                tracing::info!(dir = %dir.display(), %err, "manifest directory not watched; polling only");
-                None
-            }
-        }
-    }
-
-    /// Returns after a change (events drained) or `timeout`.
-    fn wait(&self, timeout: Duration) {
-        use std::os::fd::AsFd;
-        let fd = self.inotify.as_fd();
-        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        if let Ok(ready) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis))
-            && ready > 0
-        {
-            while self
-                .inotify
-                .read_events()
-                .is_ok_and(|events| !events.is_empty())
-            {}
-        }
     }
 }

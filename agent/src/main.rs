@@ -106,6 +106,7 @@ fn config_from(args: RunArgs) -> anyhow::Result<AgentConfig> {
         trace: args.trace,
         services: Default::default(),
         metrics_address: None,
+        pods: Default::default(),
     };
     config.validate()?;
     Ok(config)

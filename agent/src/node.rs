@@ -14,12 +14,16 @@ use crate::datapath::{
     tunnels::TunnelMap,
 };
 use crate::datapath::{ipcache::IpcacheMap, policy::PolicyMaps};
+use crate::dir_watch::DirectoryWatch;
 use crate::endpoint_service::EndpointService;
 use crate::feed::Feed;
 use crate::instance::Instance;
 use crate::manifests::ManifestDir;
 use crate::netdev::{self, Netlink};
+use crate::pods::manager::{ManagerConfig, PodManager, SharedPods};
+use crate::pods_api::PodsApi;
 use crate::policy::{compile::NodeContext, names::NAMES_FILE, sync::PolicySync};
+use crate::runtime::plan::NetworkPlan;
 use crate::services::{NodeView, sync::ServiceSync};
 use crate::{cni_conf, endpoint_api, masquerade, prometheus, registry::Registry, sysctl};
 use kaya_ebpf_common::tunnel::VXLAN_PORT;
@@ -30,6 +34,8 @@ pub struct Node {
     pub service: Arc<Mutex<EndpointService>>,
     pub services: Arc<std::sync::Mutex<ServiceSync>>,
     pub policy: Arc<std::sync::Mutex<PolicySync>>,
+    /// The kubelet's pod table, when this node runs pods.
+    pub pods: Option<Arc<PodsApi>>,
 }
 
 impl Node {
@@ -151,12 +157,14 @@ impl Node {
             netlink,
         };
         service.readopt().await?;
+        let pods = start_pods(&config, &instance)?;
         Ok(Node {
             config,
             instance,
             service: Arc::new(Mutex::new(service)),
             services,
             policy,
+            pods,
         })
     }
 
@@ -169,7 +177,11 @@ impl Node {
             socket = %self.instance.socket_path().display(),
             "agent ready"
         );
-        let server = tokio::spawn(endpoint_api::serve(listener, self.service.clone()));
+        let server = tokio::spawn(endpoint_api::serve(
+            listener,
+            self.service.clone(),
+            self.pods.clone(),
+        ));
         if let Some(address) = self.config.metrics_address {
             let metrics = tokio::net::TcpListener::bind(address).await?;
             tracing::info!(%address, "serving prometheus metrics");
@@ -253,6 +265,62 @@ fn start_feed(
     feed.round();
     feed.spawn(std::time::Duration::from_millis(config.services.poll_ms));
     Ok(policy)
+}
+
+/// Starts the kubelet loop in its own thread when a static pod directory is configured.
+fn start_pods(config: &AgentConfig, instance: &Instance) -> anyhow::Result<Option<Arc<PodsApi>>> {
+    let Some(static_pod_path) = config.pods.static_pod_path.clone() else {
+        return Ok(None);
+    };
+    let own_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let shim_binary =
+        (config.pods.shim_binary.clone()).unwrap_or_else(|| own_dir.join("kaya-shim"));
+    let mut plugin_dirs = vec![own_dir];
+    plugin_dirs.extend(config.pods.cni_bin_dirs.iter().cloned());
+    let manager_config = ManagerConfig {
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip.to_string(),
+        static_pod_path,
+        state_dir: instance.state_dir().to_path_buf(),
+        log_root: config.pods.log_root.clone(),
+        image_root: config.pods.image_root.clone(),
+        shim_binary,
+        network: Some(NetworkPlan {
+            conflist: cni_conf::render(config, instance),
+            plugin_dirs,
+            interface: "eth0".into(),
+        }),
+        registry_auth: config.pods.registry_auth.clone(),
+    };
+    let shared = SharedPods::default();
+    let mut manager = PodManager::new(manager_config, shared.clone())?;
+    manager.tick();
+    let period = std::time::Duration::from_millis(config.pods.poll_ms);
+    let watch = config
+        .pods
+        .static_pod_path
+        .as_deref()
+        .and_then(DirectoryWatch::new);
+    std::thread::Builder::new()
+        .name("kaya-pods".into())
+        .spawn(move || {
+            loop {
+                match &watch {
+                    Some(watch) => watch.wait(period),
+                    None => std::thread::sleep(period),
+                }
+                manager.tick();
+            }
+        })?;
+    tracing::info!(path = %config.pods.static_pod_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), "running static pods");
+    Ok(Some(Arc::new(PodsApi {
+        pods: shared,
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip.to_string(),
+    })))
 }
 
 /// Forwards aya-log records from the programs into tracing (via the `log` bridge).

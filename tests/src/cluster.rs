@@ -111,6 +111,7 @@ impl Cluster {
         let instance = format!("{prefix}{}", index + 1);
         let state_dir = self.state_root.join(&instance);
         std::fs::create_dir_all(state_dir.join("manifests"))?;
+        std::fs::create_dir_all(state_dir.join("static-pods"))?;
         std::fs::create_dir_all(self.cgroup.join(&instance))?;
         Ok(ClusterNode {
             name,
@@ -132,7 +133,8 @@ impl Cluster {
         let node = &self.nodes[index];
         let mut yaml = format!(
             "instance: {}\nnodeName: {}\nnodeIP: {}\npodCIDR: {}\nclusterCIDR: {CLUSTER_CIDR}\nstateRoot: {}\ntrace: false\nmetricsAddress: 127.0.0.1:{METRICS_PORT}\n\
-             services:\n  manifests: {}\n  pollMs: 50\n  cgroupRoot: {}\n  socketLB: {socket_lb}\npeers:\n",
+             services:\n  manifests: {}\n  pollMs: 50\n  cgroupRoot: {}\n  socketLB: {socket_lb}\n\
+             pods:\n  staticPodPath: {}\n  imageRoot: {}\n  logRoot: {}\n  pollMs: 50\npeers:\n",
             node.instance,
             node.name,
             node.ip,
@@ -140,6 +142,9 @@ impl Cluster {
             self.state_root.display(),
             self.manifests_dir(index).display(),
             self.cgroup.join(&node.instance).display(),
+            self.static_pods_dir(index).display(),
+            node.state_dir(&self.state_root).join("images").display(),
+            node.state_dir(&self.state_root).join("logs").display(),
         );
         for (other_index, other) in self.nodes.iter().enumerate() {
             if other_index != index {
@@ -446,6 +451,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for pod in std::mem::take(&mut self.pods) {
             let _ = self.cni(pod.node, "DEL", &pod.container_id, &pod.netns.path());
+        }
+        for index in 0..self.nodes.len() {
+            self.stop_pods(index);
         }
         for index in 0..self.nodes.len() {
             let _ = self.kill_agent(index);

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod binaries;
 pub mod capture;
 pub mod cluster;
+pub mod cluster_pods;
 pub mod cni_exec;
 pub mod cni_invoke;
 pub mod datapath;

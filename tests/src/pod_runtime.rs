@@ -59,6 +59,7 @@ impl TestNode {
             layers: self.layers(),
             args: args.iter().map(|arg| arg.to_string()).collect(),
             env: vec![PATH_ENV.to_string()],
+            pod_ip_env: vec![],
             working_dir: String::new(),
             uid: 0,
             gid: 0,

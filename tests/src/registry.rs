@@ -78,6 +78,70 @@ impl TestRegistry {
     }
 }
 
+/// A second registry process serving `storage` (another registry's content) on 127.0.0.1
+/// inside a network namespace, where a simulated node's agent pulls from it.
+pub struct NamespacedRegistry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub address: String,
+}
+
+impl NamespacedRegistry {
+    pub fn start(
+        storage: &std::path::Path,
+        netns: &std::path::Path,
+        port: u16,
+    ) -> anyhow::Result<NamespacedRegistry> {
+        let dir = tempfile::Builder::new()
+            .prefix("kaya-registry-ns-")
+            .tempdir()?;
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )?;
+        let mut command = Command::new("docker-registry");
+        command
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        crate::netns::enter_on_exec(&mut command, netns)?;
+        let child = command
+            .spawn()
+            .context("starting docker-registry in a namespace")?;
+        let registry = NamespacedRegistry {
+            child,
+            _dir: dir,
+            address: format!("127.0.0.1:{port}"),
+        };
+        let address = registry.address.clone();
+        crate::netns::in_netns(netns, move || -> anyhow::Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(&address).is_err() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "docker-registry did not listen on {address} in the namespace within 20 s"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        })??;
+        Ok(registry)
+    }
+}
+
+impl Drop for NamespacedRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -46,15 +46,68 @@ pub enum Request {
     Status,
     /// Every registered endpoint.
     ListEndpoints,
+    /// This node's pods with their status, as Kubernetes Pod objects.
+    ListPods,
+    /// A container's log (CRI format parsed to lines).
+    PodLogs {
+        namespace: String,
+        name: String,
+        container: Option<String>,
+        /// Only the last `tail` lines.
+        tail: Option<usize>,
+        /// Only lines at or after this RFC 3339 time.
+        since_time: Option<String>,
+        /// The previous (terminated) run's log instead of the current one.
+        #[serde(default)]
+        previous: bool,
+        /// Prefix each line with its timestamp.
+        #[serde(default)]
+        timestamps: bool,
+    },
+    /// Run a command in a container and return its output (non-interactive exec).
+    PodExec {
+        namespace: String,
+        name: String,
+        container: Option<String>,
+        command: Vec<String>,
+    },
+}
+
+impl Request {
+    /// Requests about pods (served by the kubelet half of the agent).
+    pub fn is_pod_request(&self) -> bool {
+        matches!(
+            self,
+            Request::ListPods | Request::PodLogs { .. } | Request::PodExec { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Endpoints { endpoints: Vec<EndpointSpec> },
-    Status { ready: bool, node_name: String },
-    Error { message: String },
+    Endpoints {
+        endpoints: Vec<EndpointSpec>,
+    },
+    Status {
+        ready: bool,
+        node_name: String,
+    },
+    Pods {
+        pods: Vec<serde_json::Value>,
+    },
+    Logs {
+        lines: Vec<String>,
+    },
+    Exec {
+        exit_code: i32,
+        stdout: String,
+        stderr: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

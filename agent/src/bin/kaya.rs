@@ -6,8 +6,11 @@ use kaya_agent::datapath::{
     ct::CtMap, endpoints::EndpointMap, flows::FlowEvents, ipcache::IpcacheMap, lb::LbMaps, metrics,
     policy::PolicyMaps, tunnels::TunnelMap,
 };
+use kaya_agent::images::{oci_layout, store::ImageStore};
 use kaya_agent::{inspect, instance::Instance};
+use kaya_agent_api::{Request, Response, call};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "kaya", version, about = "kaya operator CLI")]
@@ -31,6 +34,77 @@ enum Command {
     /// Stream policy flow events (drops, and the first packet of each admitted flow) of a
     /// node's agent, with pod names; filters combine.
     Observe(ObserveArgs),
+    /// This node's pods and their status (from the agent's local API).
+    Pods {
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Print the Pod objects as JSON instead of a table.
+        #[arg(long, short = 'o', value_parser = ["json", "wide"])]
+        output: Option<String>,
+    },
+    /// A container's log.
+    Logs {
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// The pod (in --namespace).
+        pod: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        #[arg(long, short = 'c')]
+        container: Option<String>,
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Only lines at or after this RFC 3339 time.
+        #[arg(long)]
+        since_time: Option<String>,
+        /// The previous run of the container.
+        #[arg(long, short = 'p')]
+        previous: bool,
+        #[arg(long)]
+        timestamps: bool,
+        /// Keep printing new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Run a command in a container (non-interactive) and print its output.
+    Exec {
+        #[command(flatten)]
+        agent: AgentArgs,
+        pod: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        #[arg(long, short = 'c')]
+        container: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Import an OCI image layout tarball into the node's image store.
+    ImportImage {
+        tarball: PathBuf,
+        /// Name for images whose index entry has only a tag (or nothing).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "/var/lib/kaya/images")]
+        image_root: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    #[arg(long, default_value = "kaya")]
+    instance: String,
+    #[arg(long, default_value = "/run/kaya")]
+    state_root: PathBuf,
+}
+
+impl AgentArgs {
+    fn call(&self, request: &Request) -> anyhow::Result<Response> {
+        let socket = Instance::new(&self.instance, &self.state_root, &PathBuf::new()).socket_path();
+        match call(&socket, request, Duration::from_secs(70))? {
+            Response::Error { message } => anyhow::bail!("{message}"),
+            response => Ok(response),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -117,6 +191,66 @@ fn main() -> anyhow::Result<()> {
             bpffs,
         } => (what, instance, bpffs),
         Command::Observe(args) => return observe(args),
+        Command::Pods { agent, output } => return pods(&agent, output.as_deref()),
+        Command::Logs {
+            agent,
+            pod,
+            namespace,
+            container,
+            tail,
+            since_time,
+            previous,
+            timestamps,
+            follow,
+        } => {
+            // Following asks for the whole log each round, so the tail is cut here.
+            let request = Request::PodLogs {
+                namespace,
+                name: pod,
+                container,
+                tail: if follow { None } else { tail },
+                since_time,
+                previous,
+                timestamps,
+            };
+            return logs(&agent, request, follow.then_some(tail));
+        }
+        Command::Exec {
+            agent,
+            pod,
+            namespace,
+            container,
+            command,
+        } => {
+            let request = Request::PodExec {
+                namespace,
+                name: pod,
+                container,
+                command,
+            };
+            let Response::Exec {
+                exit_code,
+                stdout,
+                stderr,
+            } = agent.call(&request)?
+            else {
+                anyhow::bail!("unexpected answer from the agent");
+            };
+            print!("{stdout}");
+            eprint!("{stderr}");
+            std::process::exit(exit_code);
+        }
+        Command::ImportImage {
+            tarball,
+            name,
+            image_root,
+        } => {
+            let store = ImageStore::open(&image_root)?;
+            for record in oci_layout::import(&store, &tarball, name.as_deref())? {
+                println!("{} {}", record.name, record.manifest);
+            }
+            return Ok(());
+        }
     };
     let pins = Instance::new(&instance, &PathBuf::new(), &bpffs)
         .bpf_dir()
@@ -260,5 +394,48 @@ fn observe(args: ObserveArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         events.wait(std::time::Duration::from_millis(200));
+    }
+}
+
+fn pods(agent: &AgentArgs, output: Option<&str>) -> anyhow::Result<()> {
+    let Response::Pods { pods } = agent.call(&Request::ListPods)? else {
+        anyhow::bail!("unexpected answer from the agent");
+    };
+    match output {
+        Some("json") => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods})
+            )?
+        ),
+        _ => print!("{}", inspect::pods::table(&pods)),
+    }
+    Ok(())
+}
+
+/// Prints the log; when following (`Some(tail)`), keeps asking and prints the new lines.
+fn logs(agent: &AgentArgs, request: Request, follow: Option<Option<usize>>) -> anyhow::Result<()> {
+    let fetch = || -> anyhow::Result<Vec<String>> {
+        match agent.call(&request)? {
+            Response::Logs { lines } => Ok(lines),
+            _ => anyhow::bail!("unexpected answer from the agent"),
+        }
+    };
+    let lines = fetch()?;
+    let Some(tail) = follow else {
+        lines.iter().for_each(|line| println!("{line}"));
+        return Ok(());
+    };
+    let start = tail.map_or(0, |tail| lines.len().saturating_sub(tail));
+    lines[start..].iter().for_each(|line| println!("{line}"));
+    let mut printed = lines.len();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let lines = fetch()?;
+        lines
+            .iter()
+            .skip(printed)
+            .for_each(|line| println!("{line}"));
+        printed = printed.max(lines.len());
     }
 }

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use crate::datapath::metrics::Totals;
 
 pub mod lb;
+pub mod pods;
 pub mod policy;
 
 fn mac(bytes: &[u8; 6]) -> String {

@@ -45,6 +45,9 @@ pub struct ContainerPlan {
     pub layers: Vec<PathBuf>,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    /// Variables set to the pod IP once the sandbox has one (downward API status.podIP).
+    #[serde(default)]
+    pub pod_ip_env: Vec<String>,
     pub working_dir: String,
     pub uid: u32,
     pub gid: u32,
@@ -157,6 +160,14 @@ impl PodDir {
     }
     pub fn container(&self, name: &str) -> PathBuf {
         self.root.join("containers").join(name)
+    }
+    /// The log directory recorded in the pod's plan.
+    pub fn plan_log_dir(&self) -> PathBuf {
+        std::fs::read(self.plan())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<PodPlan>(&bytes).ok())
+            .map(|plan| plan.log_dir)
+            .unwrap_or_else(|| self.root.join("logs"))
     }
     pub fn etc_file(&self, name: &str) -> PathBuf {
         self.root.join("etc").join(name)

@@ -209,6 +209,7 @@ mod tests {
             layers: vec![],
             args: vec!["sh".into()],
             env: vec!["A=1".into()],
+            pod_ip_env: vec![],
             working_dir: String::new(),
             uid: 1000,
             gid: 1000,

@@ -174,9 +174,16 @@ impl Slot {
         rootfs
             .mount(&self.plan.layers)
             .map_err(|error| error.to_string())?;
+        let mut plan = self.plan.clone();
+        plan.env.extend(
+            self.plan
+                .pod_ip_env
+                .iter()
+                .map(|name| format!("{name}={}", pod.pod_ip)),
+        );
         let spec = runtime_spec(
             pod.plan,
-            &self.plan,
+            &plan,
             pod.dir,
             id,
             &rootfs.merged.display().to_string(),
