@@ -106,11 +106,12 @@ impl EndpointService {
                 endpoints: self.registry.all().map(|r| r.spec.clone()).collect(),
             }),
             // Answered by the pods API before the request reaches this service.
-            Request::ListPods | Request::PodLogs { .. } | Request::PodExec { .. } => {
-                Ok(Response::Error {
-                    message: "this agent runs no pods (pods.staticPodPath is not set)".into(),
-                })
-            }
+            Request::ListPods
+            | Request::NodeStatus
+            | Request::PodLogs { .. }
+            | Request::PodExec { .. } => Ok(Response::Error {
+                message: "this agent runs no pods (pods.staticPodPath is not set)".into(),
+            }),
         };
         result.unwrap_or_else(|err| Response::Error {
             message: err.to_string(),

@@ -320,6 +320,7 @@ fn start_pods(config: &AgentConfig, instance: &Instance) -> anyhow::Result<Optio
         pods: shared,
         node_name: config.node_name.clone(),
         node_ip: config.node_ip.to_string(),
+        image_root: config.pods.image_root.clone(),
     })))
 }
 

@@ -1,7 +1,9 @@
 //! The pods half of the agent's local API: pod status, logs (tail, since, previous) and exec,
 //! answered from the kubelet's published view, the shims' reports and the CRI log files.
+use crate::images::store::ImageStore;
 use crate::pods::cri_log;
 use crate::pods::manager::{PodView, SharedPods, runtime_status};
+use crate::pods::node_status::{HostFacts, node_json};
 use crate::pods::pod_status::pod_json;
 use crate::runtime::protocol::{ShimRequest, ShimResponse, call};
 use kaya_agent_api::{Request, Response};
@@ -11,6 +13,7 @@ pub struct PodsApi {
     pub pods: SharedPods,
     pub node_name: String,
     pub node_ip: String,
+    pub image_root: std::path::PathBuf,
 }
 
 fn error(message: String) -> Response {
@@ -22,6 +25,16 @@ impl PodsApi {
     pub fn handle(&self, request: &Request) -> Option<Response> {
         Some(match request {
             Request::ListPods => Response::Pods { pods: self.list() },
+            Request::NodeStatus => {
+                let images = ImageStore::open(&self.image_root)
+                    .and_then(|store| store.images())
+                    .map(|images| images.into_values().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let host = HostFacts::gather(&self.image_root);
+                Response::Node {
+                    node: node_json(&self.node_name, &self.node_ip, &host, &images),
+                }
+            }
             Request::PodLogs {
                 namespace,
                 name,

@@ -326,6 +326,11 @@ impl Cluster {
         }
     }
 
+    /// The pid of node `index`'s agent process, while it runs.
+    pub fn agent_pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].agent.as_ref().map(|child| child.id())
+    }
+
     /// Restarts node `index`'s agent with socket load balancing on or off.
     pub fn restart_agent(&mut self, index: usize, socket_lb: bool) -> anyhow::Result<()> {
         self.kill_agent(index)?;

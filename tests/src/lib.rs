@@ -17,6 +17,7 @@ pub mod kube_proxy;
 pub mod netns;
 pub mod oci_image;
 pub mod pod_runtime;
+pub mod pods_bench;
 pub mod policy_bench;
 pub mod policy_model;
 pub mod policy_scenarios;

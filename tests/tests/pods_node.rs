@@ -64,10 +64,12 @@ spec:
     - {name: config, mountPath: /config}
     - {name: secret, mountPath: /secret}
     - {name: www, mountPath: /www}
+    - {name: scratch, mountPath: /scratch}
   volumes:
   - {name: config, configMap: {name: web-config, defaultMode: 0440}}
   - {name: secret, secret: {secretName: web-secret, items: [{key: token, path: api/token, mode: 0400}]}}
   - {name: www, emptyDir: {}}
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
 "#;
 
 #[test]
@@ -201,6 +203,48 @@ fn static_pods_run_from_a_registry_with_network_volumes_status_logs_and_exec() {
         ),
         other => panic!("{other:?}"),
     }
+
+    let Response::Node { node } = cluster.agent_request(0, &Request::NodeStatus).unwrap() else {
+        panic!("node status")
+    };
+    assert_eq!(node["metadata"]["name"], "node-1");
+    assert!(
+        node["status"]["capacity"]["memory"]
+            .as_str()
+            .unwrap()
+            .ends_with("Ki")
+    );
+    assert_eq!(
+        node["status"]["capacity"]["cpu"],
+        std::thread::available_parallelism()
+            .unwrap()
+            .get()
+            .to_string()
+    );
+    let images = node["status"]["images"].as_array().unwrap();
+    assert!(
+        images.iter().any(|i| i["names"][0] == container["imageID"]),
+        "{images:?}"
+    );
+    assert!(
+        node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+
+    // A memory-backed emptyDir is a tmpfs of its sizeLimit.
+    assert!(
+        exec(&["sh", "-c", "grep ' /scratch tmpfs ' /proc/mounts"])
+            .1
+            .contains("size=1024k")
+    );
+    assert_ne!(
+        exec(&["sh", "-c", "head -c 2000000 /dev/zero > /scratch/big"]).0,
+        0,
+        "writing past sizeLimit fails"
+    );
 
     // A missing image: ErrImagePull first, then ImagePullBackOff, both saying why.
     let broken = "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers: [{name: app, image: 'REGISTRY/kaya/absent:v1'}]\n";

@@ -27,7 +27,8 @@ enum Task {
     },
     /// Setup, then a two-node simulated cluster with pods talking across the overlay.
     Demo,
-    /// Setup, then a side-by-side benchmark suite (release build): `net`.
+    /// Setup, then a side-by-side benchmark suite (release build): `net`, `services`,
+    /// `policy` or `pods`.
     Bench {
         suite: String,
         /// Smaller scales and fewer repetitions; still every case.

@@ -64,6 +64,8 @@ pub enum Request {
         #[serde(default)]
         timestamps: bool,
     },
+    /// This node as a Kubernetes Node object (capacity, allocatable, conditions, images).
+    NodeStatus,
     /// Run a command in a container and return its output (non-interactive exec).
     PodExec {
         namespace: String,
@@ -78,7 +80,10 @@ impl Request {
     pub fn is_pod_request(&self) -> bool {
         matches!(
             self,
-            Request::ListPods | Request::PodLogs { .. } | Request::PodExec { .. }
+            Request::ListPods
+                | Request::NodeStatus
+                | Request::PodLogs { .. }
+                | Request::PodExec { .. }
         )
     }
 }
@@ -96,6 +101,9 @@ pub enum Response {
     },
     Pods {
         pods: Vec<serde_json::Value>,
+    },
+    Node {
+        node: serde_json::Value,
     },
     Logs {
         lines: Vec<String>,

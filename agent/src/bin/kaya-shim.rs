@@ -18,11 +18,13 @@ fn main() {
         .append(true)
         .open(dir.shim_log());
     if let Ok(log) = log {
+        // A plain level, not an EnvFilter: its regex engine would cost the shim megabytes.
+        let level = std::env::var("KAYA_SHIM_LOG")
+            .ok()
+            .and_then(|level| level.parse().ok())
+            .unwrap_or(tracing::Level::WARN);
         tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("KAYA_SHIM_LOG")
-                    .unwrap_or_else(|_| "warn".into()),
-            )
+            .with_max_level(level)
             .with_writer(std::sync::Mutex::new(log))
             .with_ansi(false)
             .init();

@@ -42,6 +42,11 @@ enum Command {
         #[arg(long, short = 'o', value_parser = ["json", "wide"])]
         output: Option<String>,
     },
+    /// This node as a Kubernetes Node object (JSON).
+    Node {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
     /// A container's log.
     Logs {
         #[command(flatten)]
@@ -192,6 +197,13 @@ fn main() -> anyhow::Result<()> {
         } => (what, instance, bpffs),
         Command::Observe(args) => return observe(args),
         Command::Pods { agent, output } => return pods(&agent, output.as_deref()),
+        Command::Node { agent } => {
+            let Response::Node { node } = agent.call(&Request::NodeStatus)? else {
+                anyhow::bail!("unexpected answer from the agent");
+            };
+            println!("{}", serde_json::to_string_pretty(&node)?);
+            return Ok(());
+        }
         Command::Logs {
             agent,
             pod,

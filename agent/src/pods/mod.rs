@@ -6,6 +6,7 @@ pub mod cri_log;
 pub mod downward;
 pub mod env;
 pub mod manager;
+pub mod node_status;
 pub mod objects;
 pub mod planner;
 pub mod pod_status;

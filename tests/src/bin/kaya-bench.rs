@@ -277,7 +277,8 @@ fn main() -> anyhow::Result<()> {
         "net" => net(&plan)?,
         "services" => services(quick)?,
         "policy" => policy(quick)?,
-        other => bail!("unknown suite {other:?} (suites: net, services, policy)"),
+        "pods" => kaya_tests::pods_bench::run(quick)?,
+        other => bail!("unknown suite {other:?} (suites: net, services, policy, pods)"),
     };
     println!("{}", report.table());
     let dir = std::env::var_os("KAYA_BENCH_DIR")

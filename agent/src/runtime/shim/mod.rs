@@ -106,6 +106,8 @@ impl Shim {
             }
             self.probe(now);
             self.enforce_deadlines(now);
+            // Report what just changed before sleeping: a started container is news now.
+            self.publish();
             self.wait(now);
             self.accept();
             if self.stopping && self.slots.iter().all(|slot| slot.run.is_none()) {
