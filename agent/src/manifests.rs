@@ -107,27 +107,7 @@ impl ManifestDir {
             path: self.dir.clone(),
             source,
         };
-        let mut present = Vec::new();
-        let entries = match std::fs::read_dir(&self.dir) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            other => other
-                .map_err(dir_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(dir_err)?,
-        };
-        for entry in entries {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            // Editors' swap and backup files are dotfiles; kubelet skips them too.
-            let wanted = !name.starts_with('.')
-                && [".yaml", ".yml", ".json"]
-                    .iter()
-                    .any(|ext| name.ends_with(ext));
-            if wanted && entry.path().is_file() {
-                present.push(entry.path());
-            }
-        }
-        present.sort();
+        let present = manifest_files(&self.dir).map_err(dir_err)?;
         let mut rescan = Rescan::default();
         self.files.retain(|path, file| {
             let keep = present.contains(path);
@@ -225,6 +205,30 @@ impl ManifestDir {
         inputs.policies = policies.into_values().collect();
         inputs
     }
+}
+
+/// The manifest files of a directory, sorted: `*.yaml`, `*.yml`, `*.json`, dotfiles skipped
+/// (editors' swap and backup files are dotfiles; kubelet skips them too). A directory that
+/// does not exist (yet) has none.
+pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?.collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut present: Vec<PathBuf> = entries
+        .iter()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            !name.starts_with('.')
+                && [".yaml", ".yml", ".json"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext))
+        })
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect();
+    present.sort();
+    Ok(present)
 }
 
 fn digest(text: &str) -> u64 {

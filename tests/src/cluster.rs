@@ -458,10 +458,10 @@ impl Drop for Cluster {
             let _ = self.cni(pod.node, "DEL", &pod.container_id, &pod.netns.path());
         }
         for index in 0..self.nodes.len() {
-            self.stop_pods(index);
-        }
-        for index in 0..self.nodes.len() {
+            // The agent goes first: it would restart a pod's shim that exits while its
+            // manifest is still there.
             let _ = self.kill_agent(index);
+            self.stop_pods(index);
             let node = &self.nodes[index];
             let mut purge = Command::new(workspace_binary("kaya-agent"));
             purge

@@ -9,6 +9,17 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Whether a Pod object (as the agent lists it) has condition Ready=True.
+pub fn pod_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
 impl Cluster {
     /// Node `index`'s static pod directory (kubelet's staticPodPath).
     pub fn static_pods_dir(&self, index: usize) -> PathBuf {
@@ -110,7 +121,8 @@ impl Cluster {
     }
 
     /// Stops every pod shim of node `index` (grace 0) and waits for them, killing any that
-    /// do not finish: shims run in their own sessions and outlive the agent by design.
+    /// do not finish: shims run in their own sessions and outlive the agent by design. Call
+    /// it with the agent stopped, or the agent starts the shims again.
     pub fn stop_pods(&self, index: usize) {
         let shims: Vec<(PodDir, u32)> = self
             .pod_dirs(index)
@@ -144,6 +156,10 @@ impl Cluster {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+        }
+        // Volumes (tmpfs for memory-backed emptyDirs) are the agent's to release.
+        for dir in self.pod_dirs(index) {
+            kaya_agent::pods::volumes::release(&dir.root.join("volumes"));
         }
     }
 }

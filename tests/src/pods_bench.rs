@@ -3,6 +3,7 @@
 //! agent (manifest written → Ready) with and without networking; agent and shim memory.
 use crate::bench::{BenchReport, median, percentile};
 use crate::cluster::Cluster;
+use crate::cluster_pods::pod_ready;
 use crate::oci_image::{LayerCompression, TestImage, busybox_layer};
 use crate::registry::{NamespacedRegistry, TestRegistry};
 use anyhow::{Context, bail};
@@ -41,6 +42,14 @@ fn bundle(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn set_cgroup_path(bundle: &Path, id: &str) -> anyhow::Result<()> {
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    spec["linux"]["cgroupsPath"] = format!("/kaya-bench/{id}").into();
+    std::fs::write(&path, serde_json::to_vec(&spec)?)?;
+    Ok(())
+}
+
 fn run_external(runtime: &str, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let status = Command::new(runtime)
@@ -64,6 +73,7 @@ fn run_kaya(root: &Path, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let process = container::start(root, id, bundle)?;
     let status = waitpid(process.pid, Some(WaitPidFlag::__WALL))?;
+    container::remove_cgroup(&format!("/kaya-bench/{id}"));
     container::delete(root, id)?;
     let took = started.elapsed();
     if !matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)) {
@@ -109,7 +119,37 @@ impl HybridControllers {
 impl Drop for HybridControllers {
     fn drop(&mut self) {
         for path in &self.mounts {
+            let controller = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let _ = nix::mount::umount(path);
+            // The kernel hands the controller back to cgroup2 once the old hierarchy is gone;
+            // if that lingers, mounting and unmounting it again lets it go.
+            for attempt in 1..=50 {
+                let controllers =
+                    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+                        .unwrap_or_default();
+                if controllers
+                    .split_whitespace()
+                    .any(|name| name == controller)
+                {
+                    break;
+                }
+                if attempt % 10 == 0
+                    && nix::mount::mount(
+                        Some("cgroup"),
+                        path,
+                        Some("cgroup"),
+                        nix::mount::MsFlags::empty(),
+                        Some(controller.as_str()),
+                    )
+                    .is_ok()
+                {
+                    let _ = nix::mount::umount(path);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = std::fs::remove_dir(path);
         }
     }
@@ -127,11 +167,21 @@ fn lifecycle(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
     let mut times: [Vec<f64>; 3] = Default::default();
     let tag = std::process::id();
     for round in 0..plan.lifecycle_rounds + 1 {
-        let runs = [
-            run_kaya(&kaya_root, dir.path(), &format!("kb{tag}k{round}"))?,
-            run_external("runc", dir.path(), &format!("kb{tag}r{round}"))?,
-            run_external("crun", dir.path(), &format!("kb{tag}c{round}"))?,
+        let ids = [
+            format!("kb{tag}k{round}"),
+            format!("kb{tag}r{round}"),
+            format!("kb{tag}c{round}"),
         ];
+        let mut runs = Vec::new();
+        for (index, id) in ids.iter().enumerate() {
+            // Every runtime puts its container in the same place: /kaya-bench/<id>.
+            set_cgroup_path(dir.path(), id)?;
+            runs.push(match index {
+                0 => run_kaya(&kaya_root, dir.path(), id)?,
+                1 => run_external("runc", dir.path(), id)?,
+                _ => run_external("crun", dir.path(), id)?,
+            });
+        }
         // The first round warms caches (binaries, rootfs pages) for all three.
         if round > 0 {
             for (series, took) in times.iter_mut().zip(runs) {
@@ -139,6 +189,8 @@ fn lifecycle(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
             }
         }
     }
+    // The runtimes leave the parent they created.
+    container::remove_cgroup("/kaya-bench");
     for (implementation, series) in ["kaya", "runc", "crun"].into_iter().zip(times.iter_mut()) {
         report.push(
             "container_lifecycle_ms",
@@ -167,16 +219,6 @@ fn pod_yaml(name: &str, host_network: bool) -> String {
     )
 }
 
-fn ready(pod: &serde_json::Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
-
 /// Writes one pod's manifest and waits for it to be Ready; returns the time that took.
 fn start_pod(cluster: &Cluster, name: &str, host_network: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -185,7 +227,7 @@ fn start_pod(cluster: &Cluster, name: &str, host_network: bool) -> anyhow::Resul
         let pods = cluster.list_pods(0)?;
         if pods
             .iter()
-            .any(|pod| pod["metadata"]["name"] == name && ready(pod))
+            .any(|pod| pod["metadata"]["name"] == name && pod_ready(pod))
         {
             return Ok(started.elapsed().as_secs_f64() * 1000.0);
         }

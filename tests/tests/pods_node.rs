@@ -4,6 +4,7 @@
 //! ten running pods that re-adopts them all without duplicating anything.
 use kaya_agent_api::{Request, Response};
 use kaya_tests::cluster::Cluster;
+use kaya_tests::cluster_pods::pod_ready;
 use kaya_tests::netns::in_netns;
 use kaya_tests::oci_image::{LayerCompression, TestImage};
 use kaya_tests::registry::{NamespacedRegistry, TestRegistry};
@@ -12,16 +13,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const REGISTRY_PORT: u16 = 5000;
-
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
 
 fn waiting_reason(pod: &Value) -> String {
     pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
@@ -92,7 +83,7 @@ fn static_pods_run_from_a_registry_with_network_volumes_status_logs_and_exec() {
         .unwrap();
 
     let pod = cluster
-        .wait_pod(0, "web", "Ready", Duration::from_secs(60), ready)
+        .wait_pod(0, "web", "Ready", Duration::from_secs(60), pod_ready)
         .unwrap();
     let status = &pod["status"];
     assert_eq!(status["phase"], "Running");
@@ -345,7 +336,7 @@ fn an_agent_restart_re_adopts_ten_running_pods_without_duplicates() {
             .list_pods(0)
             .unwrap()
             .iter()
-            .filter(|pod| pod["status"]["phase"] == "Running" && ready(pod))
+            .filter(|pod| pod["status"]["phase"] == "Running" && pod_ready(pod))
             .map(|pod| {
                 (
                     pod["metadata"]["name"].as_str().unwrap().to_string(),

@@ -2,6 +2,7 @@
 //! rescanned; dotfiles skipped; a file that stops parsing keeps its last good objects; each
 //! pod's uid is a hash of its content and node, so an edit replaces the pod.
 use super::objects::PodObjects;
+use crate::manifests::manifest_files;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -38,20 +39,7 @@ pub struct Scan {
 impl StaticPodDir {
     pub fn scan(&mut self, dir: &Path, node_name: &str) -> Scan {
         let mut scan = Scan::default();
-        let mut present = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let wanted = !name.starts_with('.')
-                    && [".yaml", ".yml", ".json"]
-                        .iter()
-                        .any(|ext| name.ends_with(ext));
-                if wanted && entry.path().is_file() {
-                    present.push(entry.path());
-                }
-            }
-        }
-        present.sort();
+        let present = manifest_files(dir).unwrap_or_default();
         self.files.retain(|path, _| present.contains(path));
         for path in present {
             let Ok(text) = std::fs::read_to_string(&path) else {

@@ -125,6 +125,29 @@ pub fn kill(runtime_root: &Path, id: &str, signal: Signal) -> Result<(), Contain
     container.kill(signal, true).map_err(runtime(id, "kill"))
 }
 
+/// Removes an exited container's cgroup directories (`cgroup`, relative to each hierarchy)
+/// in every hierarchy. A cgroup is briefly busy after its last task is reaped; this retries
+/// every half millisecond, where libcontainer's own removal sleeps 10 ms and more.
+pub fn remove_cgroup(cgroup: &str) {
+    let relative = cgroup.trim_start_matches('/');
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut pending: Vec<PathBuf> = hierarchies
+        .flatten()
+        .map(|entry| entry.path().join(relative))
+        .chain(std::iter::once(Path::new("/sys/fs/cgroup").join(relative)))
+        .filter(|path| path.is_dir())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    while !pending.is_empty() && std::time::Instant::now() < deadline {
+        pending.retain(|path| std::fs::remove_dir(path).is_err() && path.exists());
+        if !pending.is_empty() {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    }
+}
+
 /// Removes the container's state and cgroup (killing what is left).
 pub fn delete(runtime_root: &Path, id: &str) -> Result<(), ContainerError> {
     let mut container = load(runtime_root, id)?;

@@ -118,10 +118,6 @@ impl Shim {
         }
     }
 
-    fn context(&self) -> (&PodPlan, &PodDir, &str) {
-        (&self.plan, &self.dir, &self.pod_ip)
-    }
-
     fn bring_up_sandbox(&mut self) {
         match self.sandbox() {
             Ok(()) => {
@@ -187,12 +183,10 @@ impl Shim {
 
     /// Init containers one at a time, in order; app containers once all init ones succeeded.
     fn start_due(&mut self, now: Instant) {
-        let (plan, dir, pod_ip) = self.context();
-        let (plan, dir, pod_ip) = (plan.clone(), dir.clone(), pod_ip.to_string());
         let pod = PodContext {
-            plan: &plan,
-            dir: &dir,
-            pod_ip: &pod_ip,
+            plan: &self.plan,
+            dir: &self.dir,
+            pod_ip: &self.pod_ip,
         };
         if let Some(init) = self
             .slots
@@ -221,11 +215,10 @@ impl Shim {
     }
 
     fn probe(&mut self, now: Instant) {
-        let (plan, dir, pod_ip) = (self.plan.clone(), self.dir.clone(), self.pod_ip.clone());
         let pod = PodContext {
-            plan: &plan,
-            dir: &dir,
-            pod_ip: &pod_ip,
+            plan: &self.plan,
+            dir: &self.dir,
+            pod_ip: &self.pod_ip,
         };
         for slot in &mut self.slots {
             slot.probe(&pod, now);
@@ -233,11 +226,10 @@ impl Shim {
     }
 
     fn enforce_deadlines(&mut self, now: Instant) {
-        let (plan, dir, pod_ip) = (self.plan.clone(), self.dir.clone(), self.pod_ip.clone());
         let pod = PodContext {
-            plan: &plan,
-            dir: &dir,
-            pod_ip: &pod_ip,
+            plan: &self.plan,
+            dir: &self.dir,
+            pod_ip: &self.pod_ip,
         };
         for slot in &mut self.slots {
             slot.enforce_deadline(&pod, now);
@@ -287,11 +279,10 @@ impl Shim {
             .map(|(_, owner)| *owner)
             .collect();
         drop(fds);
-        let (plan, dir, pod_ip) = (self.plan.clone(), self.dir.clone(), self.pod_ip.clone());
         let pod = PodContext {
-            plan: &plan,
-            dir: &dir,
-            pod_ip: &pod_ip,
+            plan: &self.plan,
+            dir: &self.dir,
+            pod_ip: &self.pod_ip,
         };
         for (index, exited) in ready {
             let slot = &mut self.slots[index];
@@ -340,11 +331,10 @@ impl Shim {
         self.stopping = true;
         self.status.terminating = true;
         let grace = Duration::from_secs(grace_secs.unwrap_or(self.plan.termination_grace_secs));
-        let (plan, dir, pod_ip) = (self.plan.clone(), self.dir.clone(), self.pod_ip.clone());
         let pod = PodContext {
-            plan: &plan,
-            dir: &dir,
-            pod_ip: &pod_ip,
+            plan: &self.plan,
+            dir: &self.dir,
+            pod_ip: &self.pod_ip,
         };
         for slot in &mut self.slots {
             slot.next_start = None;

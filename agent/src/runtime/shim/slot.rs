@@ -293,6 +293,7 @@ impl Slot {
             let _ = log.finish(SystemTime::now());
         }
         let oom = container::oom_kills(&run.cgroup) > 0;
+        container::remove_cgroup(&run.cgroup);
         let _ = container::delete(&pod.dir.runtime_root(), &run.id);
         let reason = if oom {
             "OOMKilled"
