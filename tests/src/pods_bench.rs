@@ -123,9 +123,10 @@ impl Drop for HybridControllers {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            remove_child_cgroups(path);
             let _ = nix::mount::umount(path);
             // The kernel hands the controller back to cgroup2 once the old hierarchy is gone;
-            // if that lingers, mounting and unmounting it again lets it go.
+            // when that lingers, mounting it again, emptying it and unmounting lets it go.
             for attempt in 1..=50 {
                 let controllers =
                     std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
@@ -146,11 +147,22 @@ impl Drop for HybridControllers {
                     )
                     .is_ok()
                 {
+                    remove_child_cgroups(path);
                     let _ = nix::mount::umount(path);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
             let _ = std::fs::remove_dir(path);
+        }
+    }
+}
+
+/// Removes every cgroup below `dir`, deepest first.
+fn remove_child_cgroups(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            remove_child_cgroups(&entry.path());
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }
@@ -210,6 +222,24 @@ fn rss_mb(pid: u32) -> anyhow::Result<f64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+/// The sum of `fields` in /proc/<pid>/smaps_rollup, in MB.
+fn rollup_mb(pid: u32, fields: &[&str]) -> anyhow::Result<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let kb: f64 = rollup
+        .lines()
+        .filter_map(|line| {
+            let field = fields.iter().find(|field| line.starts_with(*field))?;
+            line[field.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
     Ok(kb / 1024.0)
 }
 
@@ -302,7 +332,7 @@ fn pod_start(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
         "MB",
         false,
     );
-    let mut shims: Vec<f64> = cluster
+    let shim_pids: Vec<u32> = cluster
         .pod_dirs(0)
         .iter()
         .filter_map(|dir| {
@@ -312,13 +342,42 @@ fn pod_start(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
                 .parse::<u32>()
                 .ok()
         })
-        .filter_map(|pid| rss_mb(pid).ok())
+        .collect();
+    let mut rss: Vec<f64> = shim_pids
+        .iter()
+        .filter_map(|pid| rss_mb(*pid).ok())
         .collect();
     report.push_scaled(
         "shim_rss_mb",
         running as u64,
         "kaya",
-        median(&mut shims),
+        median(&mut rss),
+        "MB",
+        false,
+    );
+    // RSS counts the shim binary's shared pages in full for every shim; PSS splits them
+    // among the shims, and the private part is what one more pod really adds.
+    let mut pss: Vec<f64> = shim_pids
+        .iter()
+        .filter_map(|pid| rollup_mb(*pid, &["Pss:"]).ok())
+        .collect();
+    report.push_scaled(
+        "shim_pss_mb",
+        running as u64,
+        "kaya",
+        median(&mut pss),
+        "MB",
+        false,
+    );
+    let mut private: Vec<f64> = shim_pids
+        .iter()
+        .filter_map(|pid| rollup_mb(*pid, &["Private_Clean:", "Private_Dirty:"]).ok())
+        .collect();
+    report.push_scaled(
+        "shim_private_mb",
+        running as u64,
+        "kaya",
+        median(&mut private),
         "MB",
         false,
     );
