@@ -479,6 +479,22 @@ impl Drop for Cluster {
     }
 }
 
+/// Lazily unmounts whatever is still mounted below `dir` (sandbox namespaces, container
+/// root filesystems, volumes of pods that outlived their test), deepest first.
+fn unmount_under(dir: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|path| path.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
+    for path in mounts {
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Prefix of the cgroups test clusters create under the cgroup2 root.
 const CGROUP_PREFIX: &str = "kaya-test-";
 
@@ -530,8 +546,11 @@ pub fn sweep() {
             for instance in instances.filter_map(Result::ok) {
                 let pins = Path::new(BPFFS).join("kaya").join(instance.file_name());
                 let _ = kaya_agent::datapath::loader::unpin_all(&pins);
+                // Pods of a test that died keep running in their shims; stop them.
+                crate::cluster_pods::stop_shims(&instance.path().join("pods"));
             }
         }
+        unmount_under(&cluster.path());
         let _ = std::fs::remove_dir_all(cluster.path());
         remove_cgroup(
             &kaya_agent::datapath::sock_lb::default_cgroup_root()

@@ -2,11 +2,12 @@
 //! agent's pods API, and stopping every pod shim a node started when the cluster goes.
 use crate::cluster::Cluster;
 use anyhow::bail;
+use kaya_agent::pods::manager::shim_alive;
 use kaya_agent::runtime::plan::PodDir;
 use kaya_agent::runtime::protocol::{ShimRequest, call};
 use kaya_agent_api::{Request, Response};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Whether a Pod object (as the agent lists it) has condition Ready=True.
@@ -120,46 +121,50 @@ impl Cluster {
         dirs
     }
 
-    /// Stops every pod shim of node `index` (grace 0) and waits for them, killing any that
-    /// do not finish: shims run in their own sessions and outlive the agent by design. Call
-    /// it with the agent stopped, or the agent starts the shims again.
+    /// Stops every pod shim of node `index`; see [`stop_shims`].
     pub fn stop_pods(&self, index: usize) {
-        let shims: Vec<(PodDir, u32)> = self
-            .pod_dirs(index)
-            .into_iter()
-            .filter_map(|dir| {
-                let pid = std::fs::read_to_string(dir.pid())
-                    .ok()?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some((dir, pid))
-            })
-            .collect();
-        for (dir, _) in &shims {
-            let _ = call(
-                &dir.socket(),
-                &ShimRequest::Stop {
-                    grace_secs: Some(0),
-                },
-                Duration::from_secs(2),
+        stop_shims(&self.nodes[index].state_dir(&self.state_root).join("pods"));
+    }
+}
+
+/// Stops every pod shim under `pods_dir` (grace 0) and waits for them, killing any that do
+/// not finish, then releases their volumes: shims run in their own sessions and outlive the
+/// agent by design. Call it with the agent stopped, or the agent starts the shims again.
+pub fn stop_shims(pods_dir: &Path) {
+    let dirs: Vec<PodDir> = std::fs::read_dir(pods_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| PodDir { root: entry.path() })
+        .collect();
+    let shims: Vec<u32> = dirs
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.pid()).ok()?.trim().parse().ok())
+        .filter(|pid| shim_alive(*pid))
+        .collect();
+    for dir in &dirs {
+        let _ = call(
+            &dir.socket(),
+            &ShimRequest::Stop {
+                grace_secs: Some(0),
+            },
+            Duration::from_secs(2),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for pid in &shims {
+        while shim_alive(*pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if shim_alive(*pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for (_, pid) in &shims {
-            while kaya_agent::pods::manager::shim_alive(*pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if kaya_agent::pods::manager::shim_alive(*pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(*pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        // Volumes (tmpfs for memory-backed emptyDirs) are the agent's to release.
-        for dir in self.pod_dirs(index) {
-            kaya_agent::pods::volumes::release(&dir.root.join("volumes"));
-        }
+    }
+    // Volumes (tmpfs for memory-backed emptyDirs) are the agent's to release.
+    for dir in &dirs {
+        kaya_agent::pods::volumes::release(&dir.root.join("volumes"));
     }
 }
