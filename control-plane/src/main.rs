@@ -1,6 +1,7 @@
-//! kaya-control-plane: the API server, store, scheduler and controllers (not built yet).
+//! kaya-control-plane: the API server, scheduler and controllers are not built yet; the
+//! storage layer is (`kaya_control_plane::store`).
 
 fn main() {
-    eprintln!("kaya-control-plane: not implemented yet; agents run in standalone mode");
+    eprintln!("kaya-control-plane: the API server is not built yet; agents run in standalone mode");
     std::process::exit(2);
 }

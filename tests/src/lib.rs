@@ -24,4 +24,5 @@ pub mod policy_scenarios;
 pub mod probe;
 pub mod registry;
 pub mod services_bench;
+pub mod store_conformance;
 pub mod underlay;
