@@ -39,8 +39,12 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Every task works from the workspace root, wherever cargo was invoked.
-    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))?;
+    // Every task works from the workspace root, wherever cargo was invoked. `cargo run` says
+    // where that is at run time; the path baked in at build time is only a fallback, since a
+    // target directory shared by two checkouts can hand one of them the other's xtask binary.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::env::set_current_dir(std::path::Path::new(&manifest_dir).join(".."))?;
     match cli.task {
         Task::Setup => setup::run(),
         Task::Test { args } => {
