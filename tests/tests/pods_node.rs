@@ -396,17 +396,51 @@ fn an_agent_restart_re_adopts_ten_running_pods_without_duplicates() {
             cgroup.display()
         );
     }
-    let shims = std::fs::read_dir("/proc")
+    let state_root = cluster.state_root.display().to_string();
+    let count_shims = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&state_root)
+                    && std::fs::read_to_string(entry.path().join("comm"))
+                        .unwrap_or_default()
+                        .trim()
+                        == "kaya-shim"
+            })
+            .count()
+    };
+    assert_eq!(count_shims(), 10, "one shim per pod, no duplicates");
+
+    // An adopted shim that dies (it is not the new agent's child) is noticed and replaced.
+    let victim = cluster.pod_dirs(0).remove(0);
+    let old_pid: i32 = std::fs::read_to_string(victim.pid())
         .unwrap()
-        .flatten()
-        .filter(|entry| {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&cluster.state_root.display().to_string())
-                && std::fs::read_to_string(entry.path().join("comm"))
-                    .unwrap_or_default()
-                    .trim()
-                    == "kaya-shim"
-        })
-        .count();
-    assert_eq!(shims, 10, "one shim per pod, no duplicates");
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pid = std::fs::read_to_string(victim.pid()).unwrap_or_default();
+        let replaced = pid.trim().parse::<i32>().is_ok_and(|pid| pid != old_pid);
+        if replaced && running(&cluster).len() == 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed shim was not replaced"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        count_shims(),
+        10,
+        "the replacement took the dead shim's place"
+    );
 }

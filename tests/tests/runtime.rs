@@ -241,6 +241,27 @@ fn readiness_flips_both_ways_and_startup_holds_liveness_back() {
         RunningPod::container(s, "app").ready
     })
     .unwrap();
+    // Between probes the shim sleeps: probes held back or finished must not keep it busy.
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pod.child.id())).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_ticks() - before;
+    assert!(
+        busy < 50,
+        "the shim used {busy} clock ticks of CPU in 2 s while idle"
+    );
     // Now liveness is live: removing its file restarts the container.
     assert_eq!(
         exec_output(pod.exec("app", &["rm", "/tmp/alive"]).unwrap()).0,

@@ -51,12 +51,8 @@ enum Command {
     Logs {
         #[command(flatten)]
         agent: AgentArgs,
-        /// The pod (in --namespace).
-        pod: String,
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
-        #[arg(long, short = 'c')]
-        container: Option<String>,
+        #[command(flatten)]
+        target: ContainerArgs,
         #[arg(long)]
         tail: Option<usize>,
         /// Only lines at or after this RFC 3339 time.
@@ -75,11 +71,8 @@ enum Command {
     Exec {
         #[command(flatten)]
         agent: AgentArgs,
-        pod: String,
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
-        #[arg(long, short = 'c')]
-        container: Option<String>,
+        #[command(flatten)]
+        target: ContainerArgs,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -92,6 +85,17 @@ enum Command {
         #[arg(long, default_value = "/var/lib/kaya/images")]
         image_root: PathBuf,
     },
+}
+
+/// Which container: a pod in a namespace, and a container name when it has several.
+#[derive(clap::Args)]
+struct ContainerArgs {
+    /// The pod (in --namespace).
+    pod: String,
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    #[arg(long, short = 'c')]
+    container: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -206,9 +210,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Logs {
             agent,
-            pod,
-            namespace,
-            container,
+            target:
+                ContainerArgs {
+                    pod,
+                    namespace,
+                    container,
+                },
             tail,
             since_time,
             previous,
@@ -229,9 +236,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Exec {
             agent,
-            pod,
-            namespace,
-            container,
+            target:
+                ContainerArgs {
+                    pod,
+                    namespace,
+                    container,
+                },
             command,
         } => {
             let request = Request::PodExec {

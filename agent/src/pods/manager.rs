@@ -138,13 +138,13 @@ impl PodManager {
                 let _ = std::fs::remove_dir_all(&dir.root);
                 continue;
             };
-            if !shim_alive(pid) {
-                // The shim died with the node's previous agent; start a fresh one later.
-                tracing::warn!(%uid, pid, "pod shim is gone; restarting it");
-            } else {
-                tracing::info!(%uid, pid, "adopted running pod");
-            }
             let alive = shim_alive(pid);
+            if alive {
+                tracing::info!(%uid, pid, "adopted running pod");
+            } else {
+                // The shim died with the node's previous agent; a fresh one starts next round.
+                tracing::warn!(%uid, pid, "pod shim is gone; restarting it");
+            }
             self.pods.insert(
                 uid,
                 Managed {
@@ -192,7 +192,7 @@ impl PodManager {
         let finished: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, m)| m.stopping && m.shim.is_none_or(|pid| !shim_alive(pid)))
+            .filter(|(_, m)| m.stopping && m.shim.is_none())
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in finished {
@@ -233,11 +233,15 @@ impl PodManager {
         self.publish();
     }
 
+    /// Notices shims that exited: our own children are reaped; adopted ones (children of the
+    /// previous agent) are checked by pid. A pod still wanted gets a new shim next round.
     fn reap_children(&mut self) {
         for managed in self.pods.values_mut() {
-            if let Some(child) = &mut managed.child
-                && let Ok(Some(_)) = child.try_wait()
-            {
+            let exited = match &mut managed.child {
+                Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+                None => managed.shim.is_some_and(|pid| !shim_alive(pid)),
+            };
+            if exited {
                 managed.child = None;
                 managed.shim = None;
             }

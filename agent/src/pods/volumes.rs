@@ -161,19 +161,30 @@ fn safe_path(path: &str, field_name: &str) -> Result<PathBuf, ConfigError> {
     Ok(relative.to_path_buf())
 }
 
+/// A configMap or secret a volume (or a projected source) takes files from.
+struct KeySource<'a> {
+    source: Source,
+    name: &'a str,
+    items: Option<&'a Vec<KeyToPath>>,
+    optional: Option<bool>,
+}
+
 /// Files of a configMap or secret source: every key, or only `items` with their paths.
-#[allow(clippy::too_many_arguments)]
 fn key_files(
     objects: &PodObjects,
-    source: Source,
     namespace: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
+    from: KeySource<'_>,
     default_mode: u32,
-    optional: bool,
     field_name: &str,
     files: &mut Files,
 ) -> Result<(), ConfigError> {
+    let KeySource {
+        source,
+        name,
+        items,
+        optional,
+    } = from;
+    let optional = optional.unwrap_or(false);
     let Some(data) = objects.data(source, namespace, name) else {
         if optional {
             return Ok(());
@@ -257,32 +268,34 @@ fn projected_files(
     let mode = |mode: Option<i32>| mode.map_or(DEFAULT_MODE, |mode| mode as u32 & 0o777);
     let mut files = Files::new();
     if let Some(map) = &volume.config_map {
-        let field_name = format!("{field_name}.configMap");
-        let optional = map.optional.unwrap_or(false);
+        let from = KeySource {
+            source: Source::ConfigMap,
+            name: &map.name,
+            items: map.items.as_ref(),
+            optional: map.optional,
+        };
         key_files(
             objects,
-            Source::ConfigMap,
             namespace,
-            &map.name,
-            map.items.as_ref(),
+            from,
             mode(map.default_mode),
-            optional,
-            &field_name,
+            &format!("{field_name}.configMap"),
             &mut files,
         )?;
     } else if let Some(secret) = &volume.secret {
-        let field_name = format!("{field_name}.secret");
         let name = secret.secret_name.as_deref().unwrap_or_default();
-        let optional = secret.optional.unwrap_or(false);
+        let from = KeySource {
+            source: Source::Secret,
+            name,
+            items: secret.items.as_ref(),
+            optional: secret.optional,
+        };
         key_files(
             objects,
-            Source::Secret,
             namespace,
-            name,
-            secret.items.as_ref(),
+            from,
             mode(secret.default_mode),
-            optional,
-            &field_name,
+            &format!("{field_name}.secret"),
             &mut files,
         )?;
     } else if let Some(downward) = &volume.downward_api {
@@ -300,28 +313,32 @@ fn projected_files(
         for (index, source) in projected.sources.iter().flatten().enumerate() {
             let field_name = format!("{field_name}.projected.sources[{index}]");
             if let Some(map) = &source.config_map {
-                let optional = map.optional.unwrap_or(false);
+                let from = KeySource {
+                    source: Source::ConfigMap,
+                    name: &map.name,
+                    items: map.items.as_ref(),
+                    optional: map.optional,
+                };
                 key_files(
                     objects,
-                    Source::ConfigMap,
                     namespace,
-                    &map.name,
-                    map.items.as_ref(),
+                    from,
                     default_mode,
-                    optional,
                     &field_name,
                     &mut files,
                 )?;
             } else if let Some(secret) = &source.secret {
-                let optional = secret.optional.unwrap_or(false);
+                let from = KeySource {
+                    source: Source::Secret,
+                    name: &secret.name,
+                    items: secret.items.as_ref(),
+                    optional: secret.optional,
+                };
                 key_files(
                     objects,
-                    Source::Secret,
                     namespace,
-                    &secret.name,
-                    secret.items.as_ref(),
+                    from,
                     default_mode,
-                    optional,
                     &field_name,
                     &mut files,
                 )?;

@@ -43,6 +43,18 @@ pub struct Run {
     kill_message: Option<String>,
 }
 
+impl Run {
+    /// A startup probe has yet to pass; it gates liveness and readiness.
+    fn starting(&self) -> bool {
+        gated_by_startup(
+            self.probers
+                .iter()
+                .find(|p| p.kind == Kind::Startup)
+                .map(|p| &p.state),
+        )
+    }
+}
+
 pub struct Slot {
     pub plan: ContainerPlan,
     pub init: bool,
@@ -331,80 +343,54 @@ impl Slot {
             Next::Stay => self.done = true,
             Next::RestartAt(at) => {
                 self.next_start = Some(at);
-                if at > exited {
-                    let last = std::mem::replace(
-                        &mut self.status.state,
-                        ContainerState::Waiting {
-                            reason: "CrashLoopBackOff".into(),
-                            message: format!(
-                                "back-off {}s restarting failed container={} pod={}_{}",
-                                (at - exited).as_secs(),
-                                self.plan.name,
-                                pod.name,
-                                pod.namespace
-                            ),
-                        },
-                    );
-                    if matches!(last, ContainerState::Terminated { .. }) {
-                        self.status.last_state = Some(last);
-                    } else if let ContainerState::Waiting { message, .. } = &last {
-                        // A start error: keep its message visible next to the back-off.
-                        if let ContainerState::Waiting {
-                            message: backoff, ..
-                        } = &mut self.status.state
-                        {
-                            *backoff = format!("{backoff}: {message}");
-                        }
-                    }
-                } else if let ContainerState::Terminated { .. } = &self.status.state {
+                self.status.restart_count = self.backoff.restart_count;
+                // A run that exited becomes lastState (a start error has set its own).
+                if matches!(self.status.state, ContainerState::Terminated { .. }) {
                     self.status.last_state = Some(self.status.state.clone());
                 }
-                self.status.restart_count = self.backoff.restart_count;
+                if at > exited {
+                    let mut message = format!(
+                        "back-off {}s restarting failed container={} pod={}_{}",
+                        (at - exited).as_secs(),
+                        self.plan.name,
+                        pod.name,
+                        pod.namespace
+                    );
+                    // A start error: keep its message visible next to the back-off.
+                    if let ContainerState::Waiting { message: cause, .. } = &self.status.state {
+                        message = format!("{message}: {cause}");
+                    }
+                    self.status.state = ContainerState::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message,
+                    };
+                }
             }
         }
     }
 
     /// Runs due probes; a failed liveness or startup probe kills the container.
-    pub fn probe(&mut self, pod: &PodContext<'_>, now: Instant) -> bool {
-        let Some(run) = &mut self.run else {
-            return false;
-        };
+    pub fn probe(&mut self, pod: &PodContext<'_>, now: Instant) {
+        let Some(run) = &mut self.run else { return };
         if run.kill_deadline.is_some() {
-            return false;
+            return;
         }
-        let mut changed = false;
-        let mut kill_message = None;
         let target = Target {
             runtime_root: &pod.dir.runtime_root(),
             container_id: &run.id,
             pod_ip: pod.pod_ip,
         };
-        let startup_pending = gated_by_startup(
-            run.probers
-                .iter()
-                .find(|p| p.kind == Kind::Startup)
-                .map(|p| &p.state),
-        );
-        for prober in run.probers.iter_mut().filter(|p| p.next <= now) {
-            if prober.kind != Kind::Startup && startup_pending {
-                continue;
-            }
-            if prober.kind == Kind::Startup && prober.state.healthy {
-                continue;
-            }
+        let starting = run.starting();
+        let mut kill_message = None;
+        for prober in run
+            .probers
+            .iter_mut()
+            .filter(|p| p.next <= now && (!starting || p.kind == Kind::Startup))
+        {
             match (prober.kind, prober.run(&target, now)) {
-                (Kind::Startup, Verdict::Succeeded) => {
-                    self.status.started = true;
-                    changed = true;
-                }
-                (Kind::Readiness, Verdict::Succeeded) => {
-                    self.status.ready = true;
-                    changed = true;
-                }
-                (Kind::Readiness, Verdict::Failed) => {
-                    changed |= self.status.ready;
-                    self.status.ready = false;
-                }
+                (Kind::Startup, Verdict::Succeeded) => self.status.started = true,
+                (Kind::Readiness, Verdict::Succeeded) => self.status.ready = true,
+                (Kind::Readiness, Verdict::Failed) => self.status.ready = false,
                 (Kind::Liveness, Verdict::Failed) => {
                     kill_message =
                         Some("Container failed liveness probe, will be restarted".to_string())
@@ -416,16 +402,24 @@ impl Slot {
                 _ => {}
             }
         }
+        // A startup probe that passed is done for this run.
+        run.probers
+            .retain(|p| p.kind != Kind::Startup || !p.state.healthy);
         if kill_message.is_some() {
             let grace = Duration::from_secs(pod.plan.termination_grace_secs);
             self.kill(pod, kill_message, grace);
-            changed = true;
         }
-        changed
     }
 
-    /// The earliest instant a probe of this slot is due.
+    /// The earliest instant a probe of this slot is due. While a startup probe has not
+    /// passed, only it counts: the others are held back, however overdue.
     pub fn next_probe(&self) -> Option<Instant> {
-        self.run.as_ref()?.probers.iter().map(|p| p.next).min()
+        let run = self.run.as_ref()?;
+        let starting = run.starting();
+        run.probers
+            .iter()
+            .filter(|p| !starting || p.kind == Kind::Startup)
+            .map(|p| p.next)
+            .min()
     }
 }
