@@ -2,13 +2,16 @@
 //! path against `runc run` and `crun run` on the same bundle; pod start latency through the
 //! agent (manifest written → Ready) with and without networking; agent and shim memory.
 use crate::bench::{BenchReport, median, percentile};
+use crate::binaries::workspace_binary;
 use crate::cluster::Cluster;
 use crate::cluster_pods::pod_ready;
 use crate::oci_image::{LayerCompression, TestImage, busybox_layer};
 use crate::registry::{NamespacedRegistry, TestRegistry};
 use anyhow::{Context, bail};
 use kaya_agent::runtime::container;
+use kaya_agent::runtime::shim::step::{self, StepOutput, StepRequest};
 use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,13 +71,38 @@ fn run_external(runtime: &str, bundle: &Path, id: &str) -> anyhow::Result<Durati
     Ok(took)
 }
 
-/// Kaya's path: libcontainer in process (as the shim does), no runtime binary to exec.
+struct ReapingGuard;
+
+impl Drop for ReapingGuard {
+    fn drop(&mut self) {
+        let _ = step::set_subreaper(false);
+    }
+}
+
+/// Kaya's path, as the shim takes it: a kaya-runtime step starts the container through
+/// libcontainer; the shim (here the benchmark) reaps it as the step's subreaper, removes
+/// its cgroup and forgets its state.
 fn run_kaya(root: &Path, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let process = container::start(root, id, bundle)?;
-    let status = waitpid(process.pid, Some(WaitPidFlag::__WALL))?;
+    let [(stdout, stdout_write), (stderr, stderr_write)] = container::output_pipes()?;
+    let request = StepRequest::StartBundle {
+        runtime_root: root.to_path_buf(),
+        id: id.to_string(),
+        bundle: bundle.to_path_buf(),
+    };
+    let output = step::run(
+        &workspace_binary(step::RUNTIME_BINARY),
+        &request,
+        Some([stdout_write, stderr_write]),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let StepOutput::Started { pid } = output else {
+        bail!("kaya container {id}: the start step returned {output:?}");
+    };
+    let status = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL))?;
+    drop((stdout, stderr));
     container::remove_cgroup(&format!("/kaya-bench/{id}"));
-    container::delete(root, id)?;
+    container::forget(root, id);
     let took = started.elapsed();
     if !matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)) {
         bail!("kaya container {id}: {status:?}");
@@ -176,6 +204,10 @@ fn lifecycle(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
     let kaya_root = dir.path().join("kaya-state");
     std::fs::create_dir_all(&kaya_root)?;
     let _controllers = HybridControllers::move_to_v1()?;
+    // Kaya's containers are handed to their starter when the step exits, as in the shim;
+    // the rest of the benchmark leaves orphans to init again.
+    step::become_subreaper()?;
+    let _reaping = ReapingGuard;
     let mut times: [Vec<f64>; 3] = Default::default();
     let tag = std::process::id();
     for round in 0..plan.lifecycle_rounds + 1 {

@@ -5,7 +5,7 @@ use std::process::Command;
 use crate::shell::exec;
 
 pub fn run(suite: &str, quick: bool) -> anyhow::Result<()> {
-    exec(Command::new("cargo").args(["build", "--release", "--bins"]))?;
+    crate::build::binaries(true)?;
     let mut bench = Command::new("target/release/kaya-bench");
     bench.arg(suite);
     if quick {

@@ -5,6 +5,6 @@ use std::process::Command;
 use crate::shell::exec;
 
 pub fn run() -> anyhow::Result<()> {
-    exec(Command::new("cargo").args(["build", "--bins"]))?;
+    crate::build::binaries(false)?;
     exec(Command::new("cargo").args(["run", "--quiet", "-p", "kaya-tests", "--bin", "kaya-demo"]))
 }

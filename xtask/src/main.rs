@@ -1,5 +1,6 @@
 //! `cargo xtask`: one entry point for setting up a machine, testing, the demo and benchmarks.
 mod bench;
+mod build;
 mod demo;
 mod setup;
 mod shell;

@@ -8,9 +8,17 @@ use crate::shell::exec;
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     exec(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
-    exec(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    exec(Command::new("cargo").args([
+        "clippy",
+        "--all-targets",
+        "--features",
+        "kaya-agent/static-shim",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Tests of the tests crate spawn the workspace's binaries: build them first.
-    exec(Command::new("cargo").args(["build", "--bins"]))?;
+    crate::build::binaries(false)?;
     eprintln!("xtask: cargo test -- --test-threads=2");
     let mut child = Command::new("cargo")
         .args(["test", "--", "--test-threads=2"])

@@ -1,5 +1,5 @@
 //! The libcontainer seam: create, start, signal, exec into and delete one container. Every
-//! call forks, so only the single-threaded shim may use it.
+//! call forks, so only a single-threaded process may use it (the shim's forked steps).
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -18,23 +18,8 @@ pub enum ContainerError {
         action: &'static str,
         source: Box<libcontainer::error::LibcontainerError>,
     },
-    #[error("container {id}: {call}: {source}")]
-    Syscall {
-        id: String,
-        call: &'static str,
-        source: nix::Error,
-    },
     #[error("container {id} has no process")]
     NoProcess { id: String },
-}
-
-/// A started container process and the read ends of its output.
-pub struct Started {
-    pub pid: Pid,
-    /// Becomes readable when the process exits (it is a CLONE_PARENT child without SIGCHLD).
-    pub pidfd: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
 }
 
 fn runtime(
@@ -49,28 +34,22 @@ fn runtime(
     }
 }
 
-/// Two pipes (stdout, stderr): the container's ends block as workloads expect, the shim's
-/// read ends do not, so one loop can serve every container.
-fn output_pipes(id: &str) -> Result<[(OwnedFd, OwnedFd); 2], ContainerError> {
-    let syscall = |call| {
-        move |source| ContainerError::Syscall {
-            id: id.to_string(),
-            call,
-            source,
-        }
-    };
-    let pipe = || -> Result<(OwnedFd, OwnedFd), ContainerError> {
-        let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
+/// Two pipes (stdout, stderr) as (read, write): the container's ends block as workloads
+/// expect, the shim's read ends do not, so one loop can serve every container. (A plain
+/// nix error: the shim calls this, and must not pull libcontainer's error types in.)
+pub fn output_pipes() -> nix::Result<[(OwnedFd, OwnedFd); 2]> {
+    let pipe = || -> nix::Result<(OwnedFd, OwnedFd)> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
         nix::fcntl::fcntl(
             read.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
-        )
-        .map_err(syscall("fcntl"))?;
+        )?;
         Ok((read, write))
     };
     Ok([pipe()?, pipe()?])
 }
 
+/// A descriptor that becomes readable when `pid` exits, whether or not it raises SIGCHLD.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -79,9 +58,15 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Creates and starts the container described by `bundle/config.json`.
-pub fn start(runtime_root: &Path, id: &str, bundle: &Path) -> Result<Started, ContainerError> {
-    let [(stdout_read, stdout_write), (stderr_read, stderr_write)] = output_pipes(id)?;
+/// Creates and starts the container described by `bundle/config.json` with the given
+/// stdout and stderr; returns its init's pid.
+pub fn start(
+    runtime_root: &Path,
+    id: &str,
+    bundle: &Path,
+    stdout_write: OwnedFd,
+    stderr_write: OwnedFd,
+) -> Result<Pid, ContainerError> {
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(runtime_root)
@@ -99,20 +84,9 @@ pub fn start(runtime_root: &Path, id: &str, bundle: &Path) -> Result<Started, Co
         let _ = container.delete(true);
         return Err(runtime(id, "start")(source));
     }
-    let pid = container
+    container
         .pid()
-        .ok_or_else(|| ContainerError::NoProcess { id: id.to_string() })?;
-    let pidfd = pidfd_open(pid).map_err(|source| ContainerError::Syscall {
-        id: id.to_string(),
-        call: "pidfd_open",
-        source,
-    })?;
-    Ok(Started {
-        pid,
-        pidfd,
-        stdout: stdout_read,
-        stderr: stderr_read,
-    })
+        .ok_or_else(|| ContainerError::NoProcess { id: id.to_string() })
 }
 
 fn load(runtime_root: &Path, id: &str) -> Result<Container, ContainerError> {
@@ -148,22 +122,42 @@ pub fn remove_cgroup(cgroup: &str) {
     }
 }
 
+/// Drops the state libcontainer keeps for a container whose processes have all exited and
+/// whose cgroup is gone (what `delete` would do then, without loading libcontainer).
+pub fn forget(runtime_root: &Path, id: &str) {
+    let _ = std::fs::remove_dir_all(runtime_root.join(id));
+}
+
+/// Every process in the container's cgroup (from the first hierarchy that lists them).
+pub fn cgroup_pids(cgroup: &str) -> Vec<Pid> {
+    memory_cgroup_dirs(cgroup)
+        .iter()
+        .find_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .map(|procs| {
+            procs
+                .lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .map(Pid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Removes the container's state and cgroup (killing what is left).
 pub fn delete(runtime_root: &Path, id: &str) -> Result<(), ContainerError> {
     let mut container = load(runtime_root, id)?;
     container.delete(true).map_err(runtime(id, "delete"))
 }
 
-/// A process started inside a running container (exec probes, `kaya exec`).
-pub struct Exec {
-    pub pid: Pid,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-}
-
-pub fn exec(runtime_root: &Path, id: &str, command: &[String]) -> Result<Exec, ContainerError> {
-    let [(stdout_read, stdout_write), (stderr_read, stderr_write)] = output_pipes(id)?;
-    let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
+/// Starts `command` inside a running container (exec probes, `kaya exec`); returns its pid.
+pub fn exec(
+    runtime_root: &Path,
+    id: &str,
+    command: &[String],
+    stdout_write: OwnedFd,
+    stderr_write: OwnedFd,
+) -> Result<Pid, ContainerError> {
+    ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(runtime_root)
         .map_err(runtime(id, "root path"))?
@@ -173,12 +167,7 @@ pub fn exec(runtime_root: &Path, id: &str, command: &[String]) -> Result<Exec, C
         .with_container_args(command.to_vec())
         .with_detach(true)
         .build()
-        .map_err(runtime(id, "exec"))?;
-    Ok(Exec {
-        pid,
-        stdout: stdout_read,
-        stderr: stderr_read,
-    })
+        .map_err(runtime(id, "exec"))
 }
 
 /// The cgroup v1 memory or v2 unified directory of a container's cgroup path.

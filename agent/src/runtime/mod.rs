@@ -10,3 +10,4 @@ pub mod sandbox;
 pub mod shim;
 pub mod spec;
 pub mod status;
+pub mod steps;

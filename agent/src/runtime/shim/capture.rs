@@ -1,9 +1,11 @@
 //! Collects the output and exit status of a short-lived process in a container (exec
 //! probes, hooks, `kaya exec`) within a deadline, killing it when the deadline passes.
-use crate::runtime::container::{self, ContainerError};
+use super::step::{self, StepOutput, StepRequest};
+use crate::runtime::container;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,26 +21,40 @@ pub struct Captured {
 }
 
 pub fn exec(
+    runtime: &Path,
     runtime_root: &Path,
     container_id: &str,
     command: &[String],
     timeout: Duration,
-) -> Result<Captured, ContainerError> {
-    let process = container::exec(runtime_root, container_id, command)?;
+) -> Result<Captured, String> {
+    let [(stdout, stdout_write), (stderr, stderr_write)] = container::output_pipes()
+        .map_err(|error| format!("exec in {container_id}: pipe2: {error}"))?;
+    let request = StepRequest::Exec {
+        runtime_root: runtime_root.to_path_buf(),
+        id: container_id.to_string(),
+        command: command.to_vec(),
+    };
+    let StepOutput::Started { pid } =
+        step::run(runtime, &request, Some([stdout_write, stderr_write]))?
+    else {
+        return Err(format!("exec in {container_id}: the step returned no pid"));
+    };
+    // The step has exited, so the process is the shim's own child now (its subreaper).
+    let pid = Pid::from_raw(pid);
     let deadline = Instant::now() + timeout;
-    let mut outputs = [Some(process.stdout), Some(process.stderr)];
+    let mut outputs = [Some(stdout), Some(stderr)];
     let mut buffers = [Vec::new(), Vec::new()];
     let mut timed_out = false;
     while outputs.iter().any(Option::is_some) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             timed_out = true;
-            let _ = kill(process.pid, Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
             break;
         }
         read_ready(&mut outputs, &mut buffers, left);
     }
-    let status = waitpid(process.pid, Some(WaitPidFlag::__WALL));
+    let status = waitpid(pid, Some(WaitPidFlag::__WALL));
     Ok(Captured {
         exit_code: exit_code(status),
         stdout: buffers[0].clone(),

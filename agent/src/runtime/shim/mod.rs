@@ -5,20 +5,22 @@
 pub mod capture;
 pub mod probing;
 pub mod slot;
+pub mod step;
 
 use crate::clock::{epoch_nanos, rfc3339};
-use crate::runtime::cni::{self, Attachment};
+use crate::runtime::cni;
 use crate::runtime::plan::{PodDir, PodPlan};
 use crate::runtime::protocol::{ShimRequest, ShimResponse};
 use crate::runtime::status::{ContainerState, PodRuntimeStatus};
-use crate::runtime::{pod_cgroup, rootfs::Rootfs, sandbox};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_json::Value;
-use slot::{PodContext, Slot, error_chain};
+use slot::{PodContext, Slot};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
+use step::{StepOutput, StepRequest};
 
 /// How often a sandbox that failed to come up is tried again.
 const SANDBOX_RETRY: Duration = Duration::from_secs(2);
@@ -27,6 +29,8 @@ const SANDBOX_RETRY: Duration = Duration::from_secs(2);
 pub enum ShimError {
     #[error("reading plan {path:?}: {message}")]
     Plan { path: String, message: String },
+    #[error("prctl(PR_SET_CHILD_SUBREAPER): {0}")]
+    Subreaper(std::io::Error),
     #[error("shim socket {path:?}: {source}")]
     Socket {
         path: String,
@@ -43,12 +47,15 @@ pub struct Shim {
     sandbox_ready: bool,
     next_sandbox_try: Instant,
     listener: UnixListener,
+    /// The kaya-runtime binary that performs the heavy steps.
+    runtime: PathBuf,
     stopping: bool,
     pod_ip: String,
 }
 
 impl Shim {
     pub fn open(dir: PodDir) -> Result<Shim, ShimError> {
+        step::become_subreaper().map_err(ShimError::Subreaper)?;
         let plan_path = dir.plan();
         let plan_error = |message: String| ShimError::Plan {
             path: plan_path.display().to_string(),
@@ -89,6 +96,7 @@ impl Shim {
             sandbox_ready: false,
             next_sandbox_try: now,
             listener,
+            runtime: step::runtime_binary(),
             stopping: false,
             pod_ip: String::new(),
         })
@@ -138,19 +146,12 @@ impl Shim {
     }
 
     fn sandbox(&mut self) -> Result<(), String> {
-        pod_cgroup::create(&self.plan.cgroup, &self.plan.pod_limits).map_err(|e| e.to_string())?;
-        if !sandbox::exists(&self.dir, self.plan.host_network) {
-            sandbox::create(&self.dir, &self.plan.hostname, self.plan.host_network)
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(network) = &self.plan.network
-            && self.cni_result.is_none()
-        {
-            let netns = self.dir.namespace("net");
-            let attachment = self.attachment(&netns);
-            let result = cni::add(network, &attachment).map_err(|e| e.to_string())?;
-            let _ = std::fs::write(self.dir.cni_result(), result.to_string());
-            self.cni_result = Some(result);
+        let request = StepRequest::Sandbox {
+            pod_dir: self.dir.root.clone(),
+            cni_result: self.cni_result.clone(),
+        };
+        if let StepOutput::Sandbox { cni_result } = step::run(&self.runtime, &request, None)? {
+            self.cni_result = cni_result;
         }
         let ips = self
             .cni_result
@@ -163,22 +164,7 @@ impl Shim {
             ips.first().cloned().unwrap_or_default()
         };
         self.status.pod_ips = ips;
-        sandbox::write_etc(
-            &self.dir,
-            &self.plan.hostname,
-            self.status.pod_ips.first().map(String::as_str),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    fn attachment<'a>(&'a self, netns: &'a std::path::Path) -> Attachment<'a> {
-        Attachment {
-            container_id: &self.plan.uid,
-            netns,
-            namespace: &self.plan.namespace,
-            pod_name: &self.plan.name,
-            pod_uid: &self.plan.uid,
-        }
+        Ok(())
     }
 
     /// Init containers one at a time, in order; app containers once all init ones succeeded.
@@ -187,6 +173,7 @@ impl Shim {
             plan: &self.plan,
             dir: &self.dir,
             pod_ip: &self.pod_ip,
+            runtime: &self.runtime,
         };
         if let Some(init) = self
             .slots
@@ -219,6 +206,7 @@ impl Shim {
             plan: &self.plan,
             dir: &self.dir,
             pod_ip: &self.pod_ip,
+            runtime: &self.runtime,
         };
         for slot in &mut self.slots {
             slot.probe(&pod, now);
@@ -226,13 +214,8 @@ impl Shim {
     }
 
     fn enforce_deadlines(&mut self, now: Instant) {
-        let pod = PodContext {
-            plan: &self.plan,
-            dir: &self.dir,
-            pod_ip: &self.pod_ip,
-        };
         for slot in &mut self.slots {
-            slot.enforce_deadline(&pod, now);
+            slot.enforce_deadline(now);
         }
     }
 
@@ -283,6 +266,7 @@ impl Shim {
             plan: &self.plan,
             dir: &self.dir,
             pod_ip: &self.pod_ip,
+            runtime: &self.runtime,
         };
         for (index, exited) in ready {
             let slot = &mut self.slots[index];
@@ -335,6 +319,7 @@ impl Shim {
             plan: &self.plan,
             dir: &self.dir,
             pod_ip: &self.pod_ip,
+            runtime: &self.runtime,
         };
         for slot in &mut self.slots {
             slot.next_start = None;
@@ -355,6 +340,7 @@ impl Shim {
             };
         };
         match capture::exec(
+            &self.runtime,
             &self.dir.runtime_root(),
             &run.id,
             command,
@@ -369,27 +355,18 @@ impl Shim {
                 stdout: String::from_utf8_lossy(&captured.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&captured.stderr).into_owned(),
             },
-            Err(error) => ShimResponse::Error {
-                message: error_chain(&error),
-            },
+            Err(message) => ShimResponse::Error { message },
         }
     }
 
     fn tear_down(&mut self) {
-        if let (Some(network), Some(_)) = (&self.plan.network, &self.cni_result) {
-            let netns = self.dir.namespace("net");
-            let attachment = self.attachment(&netns);
-            if let Err(error) = cni::del(network, &attachment, self.cni_result.as_ref()) {
-                eprintln!("kaya-shim: {error}");
-            }
+        let request = StepRequest::TearDown {
+            pod_dir: self.dir.root.clone(),
+            cni_result: self.cni_result.clone(),
+        };
+        if let Err(message) = step::run(&self.runtime, &request, None) {
+            eprintln!("kaya-shim: {message}");
         }
-        for slot in &self.slots {
-            Rootfs::at(&self.dir.container(&slot.plan.name)).remove();
-        }
-        sandbox::remove(&self.dir, self.plan.host_network);
-        pod_cgroup::remove(&self.plan.cgroup);
-        let _ = std::fs::remove_dir_all(self.dir.runtime_root());
-        let _ = std::fs::remove_file(self.dir.cni_result());
         self.status.finished = true;
         self.publish();
         let _ = std::fs::remove_file(self.dir.socket());

@@ -1,11 +1,16 @@
 //! Probes and lifecycle hooks as the kubelet runs them: exec inside the container, HTTP GET
 //! and TCP connect from the node to the pod IP, each within its timeout.
 use super::capture;
+use super::step::{self, StepOutput, StepRequest};
 use crate::pods::probe::{Kind, ProbeState, ProbeTiming, Verdict};
 use crate::runtime::plan::{ActionPlan, ProbePlan};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// What kubelet's prober calls itself.
+pub const USER_AGENT: &str = "kube-probe/1.30";
 
 /// One probe of one running container.
 pub struct Prober {
@@ -49,15 +54,21 @@ pub struct Target<'a> {
     pub runtime_root: &'a Path,
     pub container_id: &'a str,
     pub pod_ip: &'a str,
+    /// The kaya-runtime binary that starts exec actions.
+    pub runtime: &'a Path,
 }
 
 /// Runs a probe or hook action; `Err` carries why it failed.
 pub fn perform(action: &ActionPlan, target: &Target<'_>, timeout: Duration) -> Result<(), String> {
     match action {
         ActionPlan::Exec { command } => {
-            let captured =
-                capture::exec(target.runtime_root, target.container_id, command, timeout)
-                    .map_err(|error| error.to_string())?;
+            let captured = capture::exec(
+                target.runtime,
+                target.runtime_root,
+                target.container_id,
+                command,
+                timeout,
+            )?;
             if captured.timed_out {
                 return Err(format!("command {command:?} timed out after {timeout:?}"));
             }
@@ -90,25 +101,22 @@ pub fn perform(action: &ActionPlan, target: &Target<'_>, timeout: Duration) -> R
                 format!("{host}:{port}")
             };
             let url = format!("{}://{authority}{path}", scheme.to_lowercase());
-            // As kubelet: HTTPS probes do not verify the certificate (pods serve their own).
-            let tls = ureq::tls::TlsConfig::builder()
-                .disable_verification(true)
-                .build();
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .tls_config(tls)
-                .http_status_as_error(false)
-                .timeout_global(Some(timeout))
-                .max_redirects(10)
-                .build()
-                .into();
-            let mut request = agent.get(&url).header("User-Agent", "kube-probe/1.30");
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            let response = request
-                .call()
-                .map_err(|error| format!("Get {url:?}: {error}"))?;
-            let status = response.status().as_u16();
+            let status = if scheme.eq_ignore_ascii_case("https") {
+                // TLS is the runtime's job: the shim does not carry a TLS stack.
+                let request = StepRequest::HttpsGet {
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                };
+                match step::run(target.runtime, &request, None)? {
+                    StepOutput::HttpStatus { status } => status,
+                    other => return Err(format!("Get {url:?}: unexpected step output {other:?}")),
+                }
+            } else {
+                let address = resolve(host, *port)?;
+                http_get(address, &authority, path, headers, timeout)
+                    .map_err(|error| format!("Get {url:?}: {error}"))?
+            };
             // Kubernetes: 200 ≤ status < 400 is a success.
             if (200..400).contains(&status) {
                 Ok(())
@@ -117,6 +125,56 @@ pub fn perform(action: &ActionPlan, target: &Target<'_>, timeout: Duration) -> R
             }
         }
     }
+}
+
+/// A plain HTTP/1.1 GET as kubelet's prober sends it; returns the status code. Redirects
+/// are not followed: a 3xx is a success already.
+fn http_get(
+    address: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> std::io::Result<u16> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    let left = || {
+        deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    stream.set_write_timeout(Some(left()))?;
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: */*\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
+    {
+        request.push_str(&format!("User-Agent: {USER_AGENT}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.set_read_timeout(Some(left()))?;
+    let mut line = String::new();
+    BufReader::new(stream.take(8192)).read_line(&mut line)?;
+    parse_status_line(&line).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed HTTP response {:?}", line.trim_end()),
+        )
+    })
+}
+
+/// `HTTP/1.x 204 No Content` → 204.
+fn parse_status_line(line: &str) -> Option<u16> {
+    let mut fields = line.split_whitespace();
+    if !fields.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    fields.next()?.parse().ok()
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
@@ -137,7 +195,17 @@ mod tests {
             runtime_root: Path::new("/nonexistent"),
             container_id: "c",
             pod_ip: "127.0.0.1",
+            runtime: Path::new("/nonexistent/kaya-runtime"),
         }
+    }
+
+    #[test]
+    fn reads_the_status_code_from_the_status_line() {
+        assert_eq!(parse_status_line("HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(parse_status_line("HTTP/1.0 302 Found\r\n"), Some(302));
+        assert_eq!(parse_status_line("SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(parse_status_line("HTTP/1.1 abc\r\n"), None);
+        assert_eq!(parse_status_line(""), None);
     }
 
     #[test]

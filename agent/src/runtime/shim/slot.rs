@@ -2,19 +2,20 @@
 //! copying its output into the CRI log, reaping it, and deciding on restarts with backoff.
 use super::capture::{self, Drained, exit_code};
 use super::probing::{Prober, Target, perform};
+use super::step::{self, StepOutput, StepRequest};
 use crate::clock::{epoch_nanos, rfc3339};
 use crate::pods::cri_log::{LogWriter, Stream};
 use crate::pods::probe::{Kind, Verdict, gated_by_startup};
 use crate::pods::restart::{Backoff, Next, RestartPolicy};
 use crate::runtime::container;
 use crate::runtime::plan::{ContainerPlan, PodDir, PodPlan};
-use crate::runtime::rootfs::Rootfs;
-use crate::runtime::spec::{container_cgroup, runtime_spec};
+use crate::runtime::spec::container_cgroup;
 use crate::runtime::status::{ContainerState, ContainerStatus};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 const LOG_MAX_BYTES: u64 = 10 << 20;
@@ -25,6 +26,8 @@ pub struct PodContext<'a> {
     pub plan: &'a PodPlan,
     pub dir: &'a PodDir,
     pub pod_ip: &'a str,
+    /// The kaya-runtime binary that performs the heavy steps.
+    pub runtime: &'a Path,
 }
 
 pub struct Run {
@@ -67,23 +70,19 @@ pub struct Slot {
     pub done: bool,
 }
 
-fn now_text() -> String {
-    rfc3339(epoch_nanos(SystemTime::now()), 0)
+/// Signals the container as containerd does: SIGKILL reaches every process in its cgroup,
+/// other signals its init only.
+fn signal(run: &Run, signal: Signal) {
+    let _ = nix::sys::signal::kill(run.pid, signal);
+    if signal == Signal::SIGKILL {
+        for pid in container::cgroup_pids(&run.cgroup) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+    }
 }
 
-/// Every error in a chain, outermost first: libcontainer's top-level messages alone are vague.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+fn now_text() -> String {
+    rfc3339(epoch_nanos(SystemTime::now()), 0)
 }
 
 impl Slot {
@@ -145,6 +144,7 @@ impl Slot {
                         runtime_root: &pod.dir.runtime_root(),
                         container_id: &id,
                         pod_ip: pod.pod_ip,
+                        runtime: pod.runtime,
                     };
                     if let Err(message) = perform(
                         &hook,
@@ -180,40 +180,28 @@ impl Slot {
     }
 
     fn create(&self, pod: &PodContext<'_>, id: &str) -> Result<Run, String> {
-        let bundle = pod.dir.container(&self.plan.name);
-        let rootfs = Rootfs::at(&bundle);
-        rootfs.remove();
-        rootfs
-            .mount(&self.plan.layers)
-            .map_err(|error| error.to_string())?;
-        let mut plan = self.plan.clone();
-        plan.env.extend(
-            self.plan
-                .pod_ip_env
-                .iter()
-                .map(|name| format!("{name}={}", pod.pod_ip)),
-        );
-        let spec = runtime_spec(
-            pod.plan,
-            &plan,
-            pod.dir,
-            id,
-            &rootfs.merged.display().to_string(),
-        );
-        let config = bundle.join("config.json");
-        std::fs::write(&config, spec.to_string())
-            .map_err(|error| format!("writing {config:?}: {error}"))?;
+        let [(stdout, stdout_write), (stderr, stderr_write)] =
+            container::output_pipes().map_err(|error| format!("container {id}: pipe2: {error}"))?;
         let log_dir = pod.plan.log_dir.join(&self.plan.name);
         std::fs::create_dir_all(&log_dir)
             .map_err(|error| format!("creating {log_dir:?}: {error}"))?;
         let log_path = log_dir.join(format!("{}.log", self.status.restart_count));
         let log = LogWriter::open(&log_path, LOG_MAX_BYTES, LOG_MAX_FILES)
             .map_err(|error| error.to_string())?;
-        let runtime_root = pod.dir.runtime_root();
-        // A run that died with the shim may have left its state behind under the same id.
-        let _ = container::delete(&runtime_root, id);
-        let started =
-            container::start(&runtime_root, id, &bundle).map_err(|error| error_chain(&error))?;
+        let request = StepRequest::StartContainer {
+            pod_dir: pod.dir.root.clone(),
+            container: self.plan.name.clone(),
+            id: id.to_string(),
+            pod_ip: pod.pod_ip.to_string(),
+        };
+        let StepOutput::Started { pid } =
+            step::run(pod.runtime, &request, Some([stdout_write, stderr_write]))?
+        else {
+            return Err(format!("container {id}: the start step returned no pid"));
+        };
+        let pid = Pid::from_raw(pid);
+        let pidfd = container::pidfd_open(pid)
+            .map_err(|error| format!("container {id}: pidfd_open: {error}"))?;
         let now = Instant::now();
         let probes = &self.plan.probes;
         let probers = [
@@ -226,9 +214,9 @@ impl Slot {
         .collect();
         Ok(Run {
             id: id.to_string(),
-            pid: started.pid,
-            pidfd: started.pidfd,
-            outputs: [Some(started.stdout), Some(started.stderr)],
+            pid,
+            pidfd,
+            outputs: [Some(stdout), Some(stderr)],
             log: Some(log),
             started: now,
             started_at: now_text(),
@@ -269,6 +257,7 @@ impl Slot {
                 runtime_root: &pod.dir.runtime_root(),
                 container_id: &run.id,
                 pod_ip: pod.pod_ip,
+                runtime: pod.runtime,
             };
             let _ = perform(hook, &target, grace);
         }
@@ -278,17 +267,16 @@ impl Slot {
         } else {
             Signal::SIGTERM
         };
-        let _ = container::kill(&pod.dir.runtime_root(), &run.id, signal);
+        self::signal(run, signal);
         run.kill_deadline = Some(Instant::now() + grace);
     }
 
     /// SIGKILL once the grace period is over.
-    pub fn enforce_deadline(&mut self, pod: &PodContext<'_>, now: Instant) {
+    pub fn enforce_deadline(&mut self, now: Instant) {
         if let Some(run) = &mut self.run
             && run.kill_deadline.is_some_and(|deadline| now >= deadline)
         {
-            let _ = container::kill(&pod.dir.runtime_root(), &run.id, Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(run.pid, Signal::SIGKILL);
+            signal(run, Signal::SIGKILL);
             run.kill_deadline = Some(now + Duration::from_secs(3600));
         }
     }
@@ -306,7 +294,7 @@ impl Slot {
         }
         let oom = container::oom_kills(&run.cgroup) > 0;
         container::remove_cgroup(&run.cgroup);
-        let _ = container::delete(&pod.dir.runtime_root(), &run.id);
+        container::forget(&pod.dir.runtime_root(), &run.id);
         let reason = if oom {
             "OOMKilled"
         } else if code == 0 {
@@ -379,6 +367,7 @@ impl Slot {
             runtime_root: &pod.dir.runtime_root(),
             container_id: &run.id,
             pod_ip: pod.pod_ip,
+            runtime: pod.runtime,
         };
         let starting = run.starting();
         let mut kill_message = None;
