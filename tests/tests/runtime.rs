@@ -436,3 +436,26 @@ fn a_nonexistent_command_waits_with_a_clear_message() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_runtime_refuses_a_malformed_step_request_by_name() {
+    use kaya_agent::runtime::shim::step::{RUNTIME_BINARY, StepOutput};
+    let output = std::process::Command::new(kaya_tests::binaries::workspace_binary(RUNTIME_BINARY))
+        .arg(r#"{"Launch":{"rocket":1}}"#)
+        .output()
+        .unwrap();
+    let answer: Result<StepOutput, String> = serde_json::from_slice(&output.stdout).unwrap();
+    let error = answer.unwrap_err();
+    assert!(
+        error.starts_with("bad step request: unknown variant `Launch`"),
+        "{error}"
+    );
+    let silent = std::process::Command::new(kaya_tests::binaries::workspace_binary(RUNTIME_BINARY))
+        .output()
+        .unwrap();
+    assert_eq!(
+        silent.status.code(),
+        Some(2),
+        "usage error without a request"
+    );
+}

@@ -13,6 +13,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "iptables",
     "bpftool",
     "libseccomp-dev",
+    "libc6-dev", // libc.a: kaya-shim and kaya-runtime are linked statically
     "protobuf-compiler",
     "containernetworking-plugins",
     "busybox-static",

@@ -145,3 +145,55 @@ impl StepRequest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn teardown() -> StepRequest {
+        StepRequest::TearDown {
+            pod_dir: PathBuf::from("/nonexistent/pod"),
+            cni_result: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_runtime_is_named() {
+        let error = run(Path::new("/nonexistent/kaya-runtime"), &teardown(), None).unwrap_err();
+        assert!(
+            error.starts_with("tearing the pod down: running /nonexistent/kaya-runtime:"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_runtime_that_answers_nothing_is_reported_with_its_exit_status() {
+        let error = run(Path::new("/bin/false"), &teardown(), None).unwrap_err();
+        assert!(
+            error.starts_with(
+                "tearing the pod down: /bin/false ended without a result (exit status: 1)"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn requests_survive_the_trip_through_json() {
+        let request = StepRequest::Exec {
+            runtime_root: PathBuf::from("/run/pod/runtime"),
+            id: "abc-app-0".into(),
+            command: vec!["sh".into(), "-c".into(), "echo 'a b'".into()],
+        };
+        let encoded = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            serde_json::from_str::<StepRequest>(&encoded).unwrap(),
+            request
+        );
+        let result: Result<StepOutput, String> = Ok(StepOutput::Started { pid: 42 });
+        let encoded = serde_json::to_vec(&result).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Result<StepOutput, String>>(&encoded).unwrap(),
+            result
+        );
+    }
+}
