@@ -13,6 +13,7 @@ pub mod cluster_pods;
 pub mod cni_exec;
 pub mod cni_invoke;
 pub mod datapath;
+pub mod etcd;
 pub mod kube_proxy;
 pub mod netns;
 pub mod oci_image;

@@ -15,6 +15,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libseccomp-dev",
     "libc6-dev", // libc.a: kaya-shim and kaya-runtime are linked statically
     "protobuf-compiler",
+    "libprotobuf-dev", // google/protobuf/*.proto, imported by etcd-client's protos
     "containernetworking-plugins",
     "busybox-static",
     "docker-registry",
@@ -25,6 +26,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "sockperf",
     "tcpdump",
     "util-linux",
+    "etcd-server", // the control plane's etcd store is tested against a real etcd
 ];
 
 pub fn run() -> anyhow::Result<()> {

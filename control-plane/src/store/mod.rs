@@ -1,7 +1,9 @@
 //! The control plane's storage contract, etcd's model: every write gets the next store-wide
 //! revision (Kubernetes' resourceVersion), updates and deletes can require the revision the
 //! caller read, past revisions can be listed, and changes after a revision can be replayed
-//! until compaction removes them (then: Compacted, the API's 410 Gone).
+//! until compaction removes them (then: Compacted, the API's 410 Gone). Backends: embedded
+//! SQLite (the default) and etcd.
+pub mod etcd;
 pub mod sqlite;
 
 pub type Revision = u64;
