@@ -46,6 +46,11 @@ fn main() -> anyhow::Result<()> {
     let manifest_dir =
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     std::env::set_current_dir(std::path::Path::new(&manifest_dir).join(".."))?;
+    // The cargo runs below must not inherit xtask's CARGO_MANIFEST_DIR: build scripts that
+    // track it (ring's) would rerun, and rebuild their crates, whenever cargo was last run
+    // from a shell instead.
+    // SAFETY: xtask is single-threaded here; nothing reads the environment concurrently.
+    unsafe { std::env::remove_var("CARGO_MANIFEST_DIR") };
     match cli.task {
         Task::Setup => setup::run(),
         Task::Test { args } => {
