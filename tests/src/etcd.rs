@@ -14,7 +14,7 @@ struct Member {
 
 pub struct EtcdCluster {
     members: Vec<Member>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -36,10 +36,10 @@ impl EtcdCluster {
             .join(",");
         let mut cluster = EtcdCluster {
             members: Vec::new(),
-            _dir: dir,
+            dir,
         };
         for (index, (client, peer)) in ports.iter().enumerate() {
-            let child = spawn_member(cluster._dir.path(), index, *client, *peer, &initial_cluster)?;
+            let child = spawn_member(cluster.dir.path(), index, *client, *peer, &initial_cluster)?;
             cluster.members.push(Member {
                 client_port: *client,
                 child: Some(child),
@@ -52,7 +52,7 @@ impl EtcdCluster {
                     bail!(
                         "etcd on port {} did not come up; see {}",
                         member.client_port,
-                        cluster._dir.path().display()
+                        cluster.dir.path().display()
                     );
                 }
                 std::thread::sleep(Duration::from_millis(50));

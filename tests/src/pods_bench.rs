@@ -82,7 +82,7 @@ impl Drop for ReapingGuard {
 /// Kaya's path, as the shim takes it: a kaya-runtime step starts the container through
 /// libcontainer; the shim (here the benchmark) reaps it as the step's subreaper, removes
 /// its cgroup and forgets its state.
-fn run_kaya(root: &Path, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
+fn run_kaya(runtime: &Path, root: &Path, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let [(stdout, stdout_write), (stderr, stderr_write)] = container::output_pipes()?;
     let request = StepRequest::StartBundle {
@@ -90,12 +90,8 @@ fn run_kaya(root: &Path, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
     };
-    let output = step::run(
-        &workspace_binary(step::RUNTIME_BINARY),
-        &request,
-        Some([stdout_write, stderr_write]),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let output = step::run(runtime, &request, Some([stdout_write, stderr_write]))
+        .map_err(anyhow::Error::msg)?;
     let StepOutput::Started { pid } = output else {
         bail!("kaya container {id}: the start step returned {output:?}");
     };
@@ -208,6 +204,7 @@ fn lifecycle(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
     // the rest of the benchmark leaves orphans to init again.
     step::become_subreaper()?;
     let _reaping = ReapingGuard;
+    let runtime = workspace_binary(step::RUNTIME_BINARY);
     let mut times: [Vec<f64>; 3] = Default::default();
     let tag = std::process::id();
     for round in 0..plan.lifecycle_rounds + 1 {
@@ -221,7 +218,7 @@ fn lifecycle(report: &mut BenchReport, plan: &Plan) -> anyhow::Result<()> {
             // Every runtime puts its container in the same place: /kaya-bench/<id>.
             set_cgroup_path(dir.path(), id)?;
             runs.push(match index {
-                0 => run_kaya(&kaya_root, dir.path(), id)?,
+                0 => run_kaya(&runtime, &kaya_root, dir.path(), id)?,
                 1 => run_external("runc", dir.path(), id)?,
                 _ => run_external("crun", dir.path(), id)?,
             });

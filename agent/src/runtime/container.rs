@@ -1,11 +1,11 @@
-//! The libcontainer seam: create, start, signal, exec into and delete one container. Every
-//! call forks, so only a single-threaded process may use it (the shim's forked steps).
+//! The libcontainer seam: create, start, exec into and delete one container (kaya-runtime's
+//! steps; every call forks, so only a single-threaded process may use it), and the plain
+//! file and fd work around a container that the shim does itself (pipes, pidfd, cgroups).
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use nix::fcntl::OFlag;
-use nix::sys::signal::Signal;
 use nix::unistd::{Pid, pipe2};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -91,12 +91,6 @@ pub fn start(
 
 fn load(runtime_root: &Path, id: &str) -> Result<Container, ContainerError> {
     Container::load(runtime_root.join(id)).map_err(runtime(id, "load"))
-}
-
-/// Signals every process of the container.
-pub fn kill(runtime_root: &Path, id: &str, signal: Signal) -> Result<(), ContainerError> {
-    let mut container = load(runtime_root, id)?;
-    container.kill(signal, true).map_err(runtime(id, "kill"))
 }
 
 /// Removes an exited container's cgroup directories (`cgroup`, relative to each hierarchy)

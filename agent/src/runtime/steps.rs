@@ -10,7 +10,7 @@ use crate::runtime::spec::runtime_spec;
 use crate::runtime::{pod_cgroup, sandbox};
 use serde_json::Value;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A container's stdout and stderr, received as fds 3 and 4 for the steps that start one.
@@ -23,8 +23,7 @@ pub fn perform(request: StepRequest, outputs: Outputs) -> Result<StepOutput, Str
             pod_dir,
             cni_result,
         } => {
-            let dir = PodDir { root: pod_dir };
-            let plan = read_plan(&dir)?;
+            let (dir, plan) = open_pod(pod_dir)?;
             let cni_result = sandbox_up(&plan, &dir, cni_result)?;
             Ok(StepOutput::Sandbox { cni_result })
         }
@@ -34,8 +33,7 @@ pub fn perform(request: StepRequest, outputs: Outputs) -> Result<StepOutput, Str
             id,
             pod_ip,
         } => {
-            let dir = PodDir { root: pod_dir };
-            let plan = read_plan(&dir)?;
+            let (dir, plan) = open_pod(pod_dir)?;
             let bundle = prepare_bundle(&plan, &dir, &container, &id, &pod_ip)?;
             start(&dir.runtime_root(), &id, &bundle, outputs)
         }
@@ -64,8 +62,7 @@ pub fn perform(request: StepRequest, outputs: Outputs) -> Result<StepOutput, Str
             pod_dir,
             cni_result,
         } => {
-            let dir = PodDir { root: pod_dir };
-            let plan = read_plan(&dir)?;
+            let (dir, plan) = open_pod(pod_dir)?;
             tear_down(&plan, &dir, cni_result.as_ref());
             Ok(StepOutput::Done)
         }
@@ -110,6 +107,13 @@ fn https_get(url: &str, headers: &[(String, String)], timeout: Duration) -> Resu
     Ok(response.status().as_u16())
 }
 
+/// The pod directory and the plan the agent left in it.
+fn open_pod(root: PathBuf) -> Result<(PodDir, PodPlan), String> {
+    let dir = PodDir { root };
+    let plan = read_plan(&dir)?;
+    Ok((dir, plan))
+}
+
 fn read_plan(dir: &PodDir) -> Result<PodPlan, String> {
     let path = dir.plan();
     let bytes = std::fs::read(&path).map_err(|e| format!("reading plan {path:?}: {e}"))?;
@@ -137,7 +141,7 @@ fn prepare_bundle(
     container: &str,
     id: &str,
     pod_ip: &str,
-) -> Result<std::path::PathBuf, String> {
+) -> Result<PathBuf, String> {
     let plan = pod
         .init_containers
         .iter()

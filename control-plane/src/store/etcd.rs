@@ -4,7 +4,7 @@
 use super::{Event, EventKind, Listing, Object, Revision, Store, StoreError};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KeyValue,
-    KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -108,6 +108,14 @@ impl EtcdStore {
         }
     }
 
+    fn txn(&self, operation: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.kv(|mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .map_err(backend(operation))
+    }
+
     fn current(&self, key: &str) -> Result<Option<Object>, StoreError> {
         let response = self
             .kv(|mut kv| async move { kv.get(key, None).await })
@@ -189,12 +197,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then(vec![TxnOp::put(key, value, None)]);
-        let response = self
-            .kv(|mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .map_err(backend("create"))?;
+        let response = self.txn("create", txn)?;
         if !response.succeeded() {
             return Err(StoreError::AlreadyExists {
                 key: key.to_string(),
@@ -222,12 +225,7 @@ impl Store for EtcdStore {
                 value,
                 Some(PutOptions::new().with_prev_key()),
             )]);
-        let response = self
-            .kv(|mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .map_err(backend("update"))?;
+        let response = self.txn("update", txn)?;
         if !response.succeeded() {
             return Err(self.refusal(key, expected));
         }
@@ -255,12 +253,7 @@ impl Store for EtcdStore {
                 key,
                 Some(DeleteOptions::new().with_prev_key()),
             )]);
-        let response = self
-            .kv(|mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .map_err(backend("delete"))?;
+        let response = self.txn("delete", txn)?;
         if !response.succeeded() {
             return Err(self.refusal(key, expected));
         }
@@ -345,32 +338,19 @@ impl Store for EtcdStore {
                         message: format!("etcd cancelled the watch: {}", response.cancel_reason()),
                     });
                 }
+                // Events come in revision order, all of one revision (a transaction) in the
+                // same response: once `current` is reached, this response ends the replay.
+                let mut replayed = false;
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let revision = kv.mod_revision() as Revision;
-                    if revision > current {
-                        return Ok(events);
-                    }
-                    if kv.key().starts_with(prefix.as_bytes()) {
+                    replayed |= revision >= current;
+                    if revision <= current && kv.key().starts_with(prefix.as_bytes()) {
                         events.push(event_of(event.event_type(), kv, event.prev_kv()));
                     }
-                    if revision == current {
-                        // Later events of the same revision (a transaction) come first.
-                        let rest = response
-                            .events()
-                            .iter()
-                            .skip_while(|e| !std::ptr::eq(*e, event))
-                            .skip(1);
-                        for later in rest {
-                            if let Some(kv) = later.kv()
-                                && kv.mod_revision() as Revision == current
-                                && kv.key().starts_with(prefix.as_bytes())
-                            {
-                                events.push(event_of(later.event_type(), kv, later.prev_kv()));
-                            }
-                        }
-                        return Ok(events);
-                    }
+                }
+                if replayed {
+                    return Ok(events);
                 }
             }
         })

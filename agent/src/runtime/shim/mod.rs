@@ -150,8 +150,9 @@ impl Shim {
             pod_dir: self.dir.root.clone(),
             cni_result: self.cni_result.clone(),
         };
-        if let StepOutput::Sandbox { cni_result } = step::run(&self.runtime, &request, None)? {
-            self.cni_result = cni_result;
+        match step::run(&self.runtime, &request, None)? {
+            StepOutput::Sandbox { cni_result } => self.cni_result = cni_result,
+            other => return Err(format!("the sandbox step returned {other:?}")),
         }
         let ips = self
             .cni_result

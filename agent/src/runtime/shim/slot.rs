@@ -72,7 +72,7 @@ pub struct Slot {
 
 /// Signals the container as containerd does: SIGKILL reaches every process in its cgroup,
 /// other signals its init only.
-fn signal(run: &Run, signal: Signal) {
+fn signal_container(run: &Run, signal: Signal) {
     let _ = nix::sys::signal::kill(run.pid, signal);
     if signal == Signal::SIGKILL {
         for pid in container::cgroup_pids(&run.cgroup) {
@@ -267,7 +267,7 @@ impl Slot {
         } else {
             Signal::SIGTERM
         };
-        self::signal(run, signal);
+        signal_container(run, signal);
         run.kill_deadline = Some(Instant::now() + grace);
     }
 
@@ -276,7 +276,7 @@ impl Slot {
         if let Some(run) = &mut self.run
             && run.kill_deadline.is_some_and(|deadline| now >= deadline)
         {
-            signal(run, Signal::SIGKILL);
+            signal_container(run, Signal::SIGKILL);
             run.kill_deadline = Some(now + Duration::from_secs(3600));
         }
     }
