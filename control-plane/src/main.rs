@@ -1,7 +1,100 @@
-//! kaya-control-plane: the API server, scheduler and controllers are not built yet; the
-//! storage layer is (`kaya_control_plane::store`).
+//! kaya-control-plane: one process serving the Kubernetes API over SQLite or etcd.
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-fn main() {
-    eprintln!("kaya-control-plane: the API server is not built yet; agents run in standalone mode");
-    std::process::exit(2);
+use anyhow::Context;
+use clap::Parser;
+use ipnet::Ipv4Net;
+use std::time::Duration;
+
+use kaya_control_plane::control_plane::{Config, ControlPlane, StoreSpec};
+use kaya_control_plane::controllers::nodes::Settings;
+
+#[derive(Parser)]
+#[command(version, about = "Kaya's lean Kubernetes-compatible control plane")]
+struct Arguments {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Where state lives: sqlite:PATH (default: sqlite:<data-dir>/state.db) or etcd:URL[,URL...]
+    #[arg(long)]
+    store: Option<StoreSpec>,
+    /// Credentials (CA, serving certificate, tokens) and the admin kubeconfig.
+    #[arg(long, default_value = "/var/lib/kaya/control-plane")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: SocketAddr,
+    /// The node API (gRPC) that agents connect to.
+    #[arg(long, default_value = "0.0.0.0:6444")]
+    node_api_listen: SocketAddr,
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: Ipv4Net,
+    /// Pod addresses; each node gets a block of it (`--node-cidr-mask-size`).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Net,
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Seconds a node's lease may go unrenewed before it is NotReady.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Seconds of store history kept for watches to resume from.
+    #[arg(long, default_value_t = 300)]
+    compaction_interval: u64,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Prints node NAME's token for the node API (issued on first request).
+    NodeToken { name: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let arguments = Arguments::parse();
+    if let Some(Command::NodeToken { name }) = &arguments.command {
+        let token = kaya_control_plane::api::pki::issue_node_token(&arguments.data_dir, name)
+            .context("issuing the node token")?;
+        println!("{token}");
+        return Ok(());
+    }
+    let store = arguments
+        .store
+        .unwrap_or_else(|| StoreSpec::Sqlite(arguments.data_dir.join("state.db")));
+    let config = Config {
+        store,
+        data_dir: arguments.data_dir,
+        listen: arguments.listen,
+        node_api_listen: arguments.node_api_listen,
+        advertise_address: arguments.advertise_address,
+        service_cidr: arguments.service_cidr,
+        nodes: Settings {
+            cluster_cidr: arguments.cluster_cidr,
+            node_cidr_prefix: arguments.node_cidr_mask_size,
+            monitor_grace: Duration::from_secs(arguments.node_monitor_grace_period),
+        },
+        compaction_interval: Duration::from_secs(arguments.compaction_interval.max(1)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let control_plane = ControlPlane::start(config)
+            .await
+            .context("starting the control plane")?;
+        // Tests and scripts wait for this line to learn the address and kubeconfig.
+        println!(
+            "listening on {} kubeconfig {} node-api {}",
+            control_plane.address,
+            control_plane.kubeconfig.display(),
+            control_plane.node_api_address
+        );
+        control_plane.serve().await.context("serving")
+    })
 }

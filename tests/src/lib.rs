@@ -4,6 +4,7 @@
 //! Every harness names what it creates with a unique per-test prefix and removes it on drop,
 //! so tests can run at the same time and leave nothing behind.
 
+pub mod api_client;
 pub mod baseline;
 pub mod bench;
 pub mod binaries;
@@ -12,6 +13,8 @@ pub mod cluster;
 pub mod cluster_pods;
 pub mod cni_exec;
 pub mod cni_invoke;
+pub mod control_plane;
+pub mod control_plane_bench;
 pub mod datapath;
 pub mod etcd;
 pub mod kube_proxy;
@@ -25,5 +28,6 @@ pub mod policy_scenarios;
 pub mod probe;
 pub mod registry;
 pub mod services_bench;
+pub mod simulated_nodes;
 pub mod store_conformance;
 pub mod underlay;

@@ -27,10 +27,17 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "util-linux",
     "etcd-server", // the control plane's etcd store is tested against a real etcd
+    "python3-kubernetes", // the official Python client, in the control plane's API tests
 ];
+
+/// Debian's kubernetes-client (kubectl 1.20), unpacked beside the system rather than
+/// installed: its /usr/bin/kubectl would clash with other kubectl packages.
+pub const KUBECTL_DIR: &str = "/opt/kaya/kubernetes-client";
+const KUBECTL_PACKAGE: &str = "kubernetes-client";
 
 pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
+    kubectl()?;
     nightly_rust_src()?;
     bpf_linker()?;
     bpffs()?;
@@ -56,6 +63,51 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+fn kubectl() -> anyhow::Result<()> {
+    let binary = Path::new(KUBECTL_DIR).join("usr/bin/kubectl");
+    let version = output(Command::new(&binary).args(["version", "--client", "--short"]));
+    if version.is_some_and(|version| version.contains("v1.20.")) {
+        return Ok(());
+    }
+    let download = tempfile_dir()?;
+    let fetched = Command::new("apt-get")
+        .args(["download", "-qq", KUBECTL_PACKAGE])
+        .current_dir(&download)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !fetched {
+        // A fresh machine may not have package lists yet.
+        exec(Command::new("apt-get").args(["update", "-qq"]))?;
+        exec(
+            Command::new("apt-get")
+                .args(["download", "-qq", KUBECTL_PACKAGE])
+                .current_dir(&download),
+        )?;
+    }
+    let package = std::fs::read_dir(&download)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|extension| extension == "deb"))
+        .context("apt-get download kubernetes-client left no .deb")?;
+    std::fs::create_dir_all(KUBECTL_DIR)?;
+    exec(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&package)
+            .arg(KUBECTL_DIR),
+    )?;
+    std::fs::remove_dir_all(&download)?;
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("kaya-setup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // apt downloads as its own user, which must be able to write here.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    Ok(dir)
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {

@@ -278,7 +278,10 @@ fn main() -> anyhow::Result<()> {
         "services" => services(quick)?,
         "policy" => policy(quick)?,
         "pods" => kaya_tests::pods_bench::run(quick)?,
-        other => bail!("unknown suite {other:?} (suites: net, services, policy, pods)"),
+        "control-plane" => kaya_tests::control_plane_bench::run(quick)?,
+        other => {
+            bail!("unknown suite {other:?} (suites: net, services, policy, pods, control-plane)")
+        }
     };
     println!("{}", report.table());
     let dir = std::env::var_os("KAYA_BENCH_DIR")

@@ -1,0 +1,23 @@
+//! The Kubernetes-compatible HTTPS API: discovery, OpenAPI, the served resources and verbs.
+pub mod admission;
+pub mod allocation;
+pub mod authz;
+pub mod bootstrap;
+pub mod defaults;
+pub mod deletion;
+pub mod discovery;
+pub mod handlers;
+pub mod meta;
+pub mod patch;
+pub mod pki;
+pub mod quantity;
+pub mod registry;
+pub mod request;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod tables;
+pub mod validation;
+pub mod watch;

@@ -1,0 +1,390 @@
+//! The scheduler: pending pods are filtered against every node (selectors and affinity,
+//! taints, unschedulable nodes, requests against allocatable, anti-affinity on hostname),
+//! the feasible ones scored (least allocated, preferred affinity), and the pod bound; a pod
+//! no node fits gets PodScheduled=False saying why, and is retried when the cluster changes.
+mod cache;
+pub mod predicates;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::api::handlers::Api;
+use crate::api::meta;
+use crate::api::resources;
+use crate::api::status::ApiError;
+use crate::store::EventKind;
+use cache::{Cache, NodeInfo};
+use predicates::{
+    anti_affinity_violated, node_selector_matches, pod_requests, preferred_affinity_score,
+    untolerated_taint,
+};
+
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+pub struct Scheduler {
+    api: Arc<Api>,
+    cache: Mutex<Cache>,
+    /// uid → the pod as last seen, waiting for a node.
+    pending: Mutex<BTreeMap<String, Value>>,
+    /// Pods no node fitted, retried when nodes or pods change.
+    unschedulable: Mutex<HashMap<String, Value>>,
+    wake: Notify,
+}
+
+fn wants_scheduling(pod: &Value) -> bool {
+    meta::str_field(pod, "/spec/nodeName").is_none_or(str::is_empty)
+        && meta::str_field(pod, "/spec/schedulerName").is_none_or(|name| name == SCHEDULER_NAME)
+        && !meta::is_deleting(pod)
+        && !matches!(
+            meta::str_field(pod, "/status/phase"),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// Why a node cannot take the pod, in kube-scheduler's words.
+fn misfit(pod: &Value, info: &NodeInfo) -> Option<String> {
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if info.node.pointer("/spec/unschedulable") == Some(&json!(true))
+        && !tolerations.iter().any(|t| {
+            t["key"] == "node.kubernetes.io/unschedulable"
+                || (t["operator"] == "Exists" && t.get("key").is_none())
+        })
+    {
+        return Some("node(s) were unschedulable".into());
+    }
+    if let Some(taint) = untolerated_taint(&info.node, &tolerations, &["NoSchedule", "NoExecute"]) {
+        let key = taint["key"].as_str().unwrap_or("");
+        let value = taint["value"].as_str().unwrap_or("");
+        return Some(format!(
+            "node(s) had taint {{{key}: {value}}}, that the pod didn't tolerate"
+        ));
+    }
+    if !node_selector_matches(pod, &info.node) {
+        return Some("node(s) didn't match node selector".into());
+    }
+    let (cpu, memory) = pod_requests(pod);
+    if info.bound.len() as i64 + 1 > info.pods {
+        return Some("Too many pods".into());
+    }
+    if cpu > 0 && info.used_cpu + cpu > info.cpu {
+        return Some("Insufficient cpu".into());
+    }
+    if memory > 0 && info.used_memory + memory > info.memory {
+        return Some("Insufficient memory".into());
+    }
+    let others: Vec<(String, serde_json::Map<String, Value>)> =
+        info.bound.values().cloned().collect();
+    if anti_affinity_violated(pod, meta::namespace(pod).unwrap_or(""), &others) {
+        return Some("node(s) didn't match pod anti-affinity rules".into());
+    }
+    None
+}
+
+/// Higher is better: free share of cpu and memory after placing the pod, plus affinity.
+fn score(pod: &Value, info: &NodeInfo) -> i64 {
+    let (cpu, memory) = pod_requests(pod);
+    let share = |used: i64, total: i64| {
+        if total > 0 {
+            (total - used) * 100 / total
+        } else {
+            100
+        }
+    };
+    (share(info.used_cpu + cpu, info.cpu) + share(info.used_memory + memory, info.memory)) / 2
+        + preferred_affinity_score(pod, &info.node)
+}
+
+/// "0/10 nodes are available: 3 Insufficient cpu, 7 node(s) had taint ...".
+fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = reasons
+        .iter()
+        .map(|(reason, count)| format!("{count} {reason}"))
+        .collect();
+    if parts.is_empty() {
+        return format!("0/{total} nodes are available.");
+    }
+    format!("0/{total} nodes are available: {}.", parts.join(", "))
+}
+
+impl Scheduler {
+    /// Starts scheduling; returns once the initial state is loaded.
+    pub async fn start(api: Arc<Api>) -> Result<Arc<Scheduler>, ApiError> {
+        let scheduler = Arc::new(Scheduler {
+            api,
+            cache: Mutex::new(Cache::default()),
+            pending: Mutex::new(BTreeMap::new()),
+            unschedulable: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        });
+        let mut changes = scheduler.api.registry.hub().subscribe();
+        scheduler.resync().await?;
+        let feeder = scheduler.clone();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(change) => feeder.observe(&change.object, change.kind == EventKind::Delete),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = feeder.resync().await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        let worker = scheduler.clone();
+        tokio::spawn(async move { worker.work().await });
+        let retry = scheduler.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                retry.retry_unschedulable();
+            }
+        });
+        Ok(scheduler)
+    }
+
+    async fn resync(&self) -> Result<(), ApiError> {
+        let nodes = resources::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
+        let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+        let (node_list, _) = self.api.registry.list(nodes, None, None).await?;
+        let (pod_list, _) = self.api.registry.list(pods, None, None).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            *cache = Cache::default();
+            node_list.into_iter().for_each(|node| cache.set_node(node));
+        }
+        for pod in &pod_list {
+            self.observe(pod, false);
+        }
+        Ok(())
+    }
+
+    fn observe(&self, object: &Value, deleted: bool) {
+        match object.get("kind").and_then(Value::as_str) {
+            Some("Node") => {
+                if let Ok(mut cache) = self.cache.lock() {
+                    if deleted {
+                        cache.remove_node(meta::name(object))
+                    } else {
+                        cache.set_node(object.clone())
+                    }
+                }
+                self.retry_unschedulable();
+            }
+            Some("Pod") => {
+                if let Ok(mut cache) = self.cache.lock() {
+                    cache.observe_pod(object, deleted);
+                }
+                let uid = meta::uid(object).to_owned();
+                if !deleted && wants_scheduling(object) {
+                    let known = self
+                        .unschedulable
+                        .lock()
+                        .is_ok_and(|parked| parked.contains_key(&uid));
+                    if !known && let Ok(mut pending) = self.pending.lock() {
+                        pending.insert(uid, object.clone());
+                        self.wake.notify_one();
+                    }
+                } else {
+                    if let Ok(mut parked) = self.unschedulable.lock() {
+                        parked.remove(&uid);
+                    }
+                    // A pod leaving frees room for the parked ones.
+                    if deleted || meta::is_deleting(object) {
+                        self.retry_unschedulable();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn retry_unschedulable(&self) {
+        let parked: Vec<(String, Value)> = match self.unschedulable.lock() {
+            Ok(mut parked) => parked.drain().collect(),
+            Err(_) => return,
+        };
+        if parked.is_empty() {
+            return;
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.extend(parked);
+        }
+        self.wake.notify_one();
+    }
+
+    async fn work(self: Arc<Self>) {
+        loop {
+            let notified = self.wake.notified();
+            let batch: Vec<Value> = match self.pending.lock() {
+                Ok(mut pending) => std::mem::take(&mut *pending).into_values().collect(),
+                Err(_) => return,
+            };
+            if batch.is_empty() {
+                notified.await;
+                continue;
+            }
+            for pod in batch {
+                if let Err(error) = self.schedule(pod).await {
+                    tracing::warn!(%error, "scheduling a pod");
+                }
+            }
+        }
+    }
+
+    /// Picks a node; None with the reasons every node was rejected.
+    fn choose(&self, pod: &Value) -> Result<String, String> {
+        let Ok(cache) = self.cache.lock() else {
+            return Err("scheduler cache unavailable".into());
+        };
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut best: Option<(i64, &str)> = None;
+        for (name, info) in &cache.nodes {
+            match misfit(pod, info) {
+                Some(reason) => *reasons.entry(reason).or_default() += 1,
+                None => {
+                    let score = score(pod, info);
+                    // Ties go to the name that sorts first, so results are reproducible.
+                    if best.is_none_or(|(best_score, best_name)| {
+                        score > best_score || (score == best_score && name.as_str() < best_name)
+                    }) {
+                        best = Some((score, name));
+                    }
+                }
+            }
+        }
+        best.map(|(_, name)| name.to_owned())
+            .ok_or_else(|| unschedulable_message(cache.nodes.len(), &reasons))
+    }
+
+    async fn schedule(&self, pod: Value) -> Result<(), ApiError> {
+        let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+        match self.choose(&pod) {
+            Ok(node) => {
+                let mut bound = pod.clone();
+                bound["spec"]["nodeName"] = json!(node);
+                set_condition(
+                    &mut bound,
+                    json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}),
+                );
+                if let Ok(mut cache) = self.cache.lock() {
+                    cache.place(&bound, &node);
+                }
+                match self
+                    .api
+                    .registry
+                    .update(pods, bound.clone(), meta::resource_version(&pod))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(error) => {
+                        if let Ok(mut cache) = self.cache.lock() {
+                            cache.forget(meta::uid(&pod));
+                        }
+                        match error {
+                            // Changed meanwhile: the watch brings the new version back if it still needs a node.
+                            ApiError::Conflict { .. } | ApiError::NotFound { .. } => Ok(()),
+                            other => Err(other),
+                        }
+                    }
+                }
+            }
+            Err(message) => {
+                let uid = meta::uid(&pod).to_owned();
+                let mut updated = pod.clone();
+                set_condition(
+                    &mut updated,
+                    json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": meta::now()}),
+                );
+                let stored = if updated != pod {
+                    match self
+                        .api
+                        .registry
+                        .update(pods, updated, meta::resource_version(&pod))
+                        .await
+                    {
+                        Ok(stored) => stored,
+                        Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => return Ok(()),
+                        Err(error) => return Err(error),
+                    }
+                } else {
+                    pod
+                };
+                if let Ok(mut parked) = self.unschedulable.lock() {
+                    parked.insert(uid, stored);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Replaces the pod's condition of the same type (keeping its transition time if the
+/// status is unchanged).
+fn set_condition(pod: &mut Value, condition: Value) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let conditions = pod["status"]
+        .as_object_mut()
+        .map(|status| status.entry("conditions").or_insert_with(|| json!([])));
+    if let Some(Value::Array(conditions)) = conditions {
+        let mut condition = condition;
+        if let Some(previous) = conditions.iter().find(|c| c["type"] == condition["type"])
+            && previous["status"] == condition["status"]
+        {
+            condition["lastTransitionTime"] = previous["lastTransitionTime"].clone();
+        }
+        conditions.retain(|c| c["type"] != condition["type"]);
+        conditions.push(condition);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(node: Value) -> NodeInfo {
+        let mut cache = Cache::default();
+        cache.set_node(node.clone());
+        cache.nodes.remove(meta::name(&node)).unwrap()
+    }
+
+    #[test]
+    fn misfits_are_named_like_kube_scheduler() {
+        let node = json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}, "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}});
+        let pod = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "2"}}}]}});
+        assert_eq!(
+            misfit(&pod, &info(node.clone())).as_deref(),
+            Some("node(s) had taint {gpu: yes}, that the pod didn't tolerate")
+        );
+        let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"resources": {"requests": {"cpu": "2"}}}]}});
+        assert_eq!(
+            misfit(&tolerant, &info(node)).as_deref(),
+            Some("Insufficient cpu")
+        );
+        let mut reasons = BTreeMap::new();
+        reasons.insert("Insufficient cpu".to_owned(), 3);
+        reasons.insert("node(s) were unschedulable".to_owned(), 1);
+        assert_eq!(
+            unschedulable_message(4, &reasons),
+            "0/4 nodes are available: 3 Insufficient cpu, 1 node(s) were unschedulable."
+        );
+    }
+
+    #[test]
+    fn emptier_nodes_score_higher() {
+        let node = |name: &str| json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "memory": "4Gi"}}});
+        let pod = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}});
+        let empty = info(node("a"));
+        let mut busy = info(node("b"));
+        busy.used_cpu = 2000;
+        assert!(score(&pod, &empty) > score(&pod, &busy));
+    }
+}
