@@ -83,27 +83,22 @@ fn create_namespace(client: &ApiClient, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `count` objects from `make(i)` with `clients` threads; returns (seconds, latencies ms).
-fn create_all(
-    client: &ApiClient,
+/// Runs `call(i)` for i in 0..count on `clients` threads; returns (seconds, each call's ms).
+fn timed_parallel(
     clients: usize,
     count: usize,
-    path: &str,
-    make: impl Fn(usize) -> Value + Sync,
+    call: impl Fn(usize) -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let latencies = Mutex::new(Vec::with_capacity(count));
     let started = Instant::now();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|worker| {
-                let (client, latencies, make) = (client.clone(), &latencies, &make);
+                let (latencies, call) = (&latencies, &call);
                 scope.spawn(move || -> anyhow::Result<()> {
                     for index in (worker..count).step_by(clients) {
                         let sent = Instant::now();
-                        let (status, body) = client.request("POST", path, Some(&make(index)))?;
-                        if status != 201 {
-                            bail!("POST {path}: {status} {body}");
-                        }
+                        call(index)?;
                         latencies
                             .lock()
                             .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -116,7 +111,7 @@ fn create_all(
         handles.into_iter().try_for_each(|handle| {
             handle
                 .join()
-                .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+                .map_err(|_| anyhow::anyhow!("worker thread panicked"))?
         })
     })?;
     let seconds = started.elapsed().as_secs_f64();
@@ -126,6 +121,23 @@ fn create_all(
             .into_inner()
             .map_err(|_| anyhow::anyhow!("poisoned"))?,
     ))
+}
+
+/// Creates `count` objects from `make(i)` with `clients` threads; returns (seconds, latencies ms).
+fn create_all(
+    client: &ApiClient,
+    clients: usize,
+    count: usize,
+    path: &str,
+    make: impl Fn(usize) -> Value + Sync,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    timed_parallel(clients, count, |index| {
+        let (status, body) = client.request("POST", path, Some(&make(index)))?;
+        if status != 201 {
+            bail!("POST {path}: {status} {body}");
+        }
+        Ok(())
+    })
 }
 
 fn unix_nanos() -> u128 {
@@ -317,37 +329,11 @@ fn rss_at_scale(client: &ApiClient, plan: &Plan, pid: u32) -> anyhow::Result<f64
 /// The same pod objects written straight into the store, same concurrency (the API's floor).
 fn direct_store(store: Arc<dyn Store>, plan: &Plan) -> anyhow::Result<(f64, Vec<f64>)> {
     let bytes = serde_json::to_vec(&pod("p", "direct", "default-scheduler"))?;
-    let latencies = Mutex::new(Vec::new());
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..plan.clients)
-            .map(|worker| {
-                let (store, bytes, latencies) = (store.clone(), &bytes, &latencies);
-                scope.spawn(move || -> anyhow::Result<()> {
-                    for index in (worker..plan.creates).step_by(plan.clients) {
-                        let sent = Instant::now();
-                        store.create(&format!("/direct/pods/p{index}"), bytes)?;
-                        latencies
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("poisoned"))?
-                            .push(sent.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|handle| {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("store thread panicked"))?
-        })
-    })?;
-    Ok((
-        started.elapsed().as_secs_f64(),
-        latencies
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?,
-    ))
+    timed_parallel(plan.clients, plan.creates, |index| {
+        Ok(store
+            .create(&format!("/direct/pods/p{index}"), &bytes)
+            .map(|_| ())?)
+    })
 }
 
 fn measure(

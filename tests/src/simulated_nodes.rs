@@ -177,6 +177,27 @@ impl Drop for SimulatedNode {
     }
 }
 
+/// Starts `count` nodes named node-0, node-1, ... shaped by `shape(index)`.
+pub async fn start_nodes(
+    control_plane: &ControlPlaneProcess,
+    count: u8,
+    shape: impl Fn(u8) -> NodeShape,
+) -> anyhow::Result<Vec<SimulatedNode>> {
+    let mut nodes = Vec::new();
+    for index in 0..count {
+        nodes.push(
+            SimulatedNode::start(
+                control_plane,
+                &format!("node-{index}"),
+                index + 1,
+                shape(index),
+            )
+            .await?,
+        );
+    }
+    Ok(nodes)
+}
+
 /// The pod CIDR's n-th address (the node's pod CIDR arrives with its NodeRoute).
 fn pod_ip(cidr: &str, n: u32) -> String {
     let base: Ipv4Addr = cidr

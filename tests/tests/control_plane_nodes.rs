@@ -8,7 +8,7 @@ use std::time::Duration;
 use kaya_control_plane::api::quantity;
 use kaya_control_plane::node_api::proto::{PodStatusReport, WatchRequest};
 use kaya_tests::control_plane::ControlPlaneProcess;
-use kaya_tests::simulated_nodes::{NodeShape, SimulatedNode, connect};
+use kaya_tests::simulated_nodes::{NodeShape, SimulatedNode, connect, start_nodes};
 use serde_json::{Value, json};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -53,22 +53,15 @@ spec:
 fn a_hundred_replicas_fit_ten_nodes_by_requests_and_taints() -> anyhow::Result<()> {
     let control_plane = ControlPlaneProcess::start(None)?;
     let runtime = runtime();
-    let nodes: Vec<SimulatedNode> = runtime.block_on(async {
-        let mut nodes = Vec::new();
-        for index in 0..10u8 {
-            let mut shape = NodeShape::default();
-            if index < 2 {
-                shape
-                    .taints
-                    .push(json!({"key": "dedicated", "value": "db", "effect": "NoSchedule"}));
-            }
-            nodes.push(
-                SimulatedNode::start(&control_plane, &format!("node-{index}"), index + 1, shape)
-                    .await?,
-            );
+    let nodes = runtime.block_on(start_nodes(&control_plane, 10, |index| {
+        let mut shape = NodeShape::default();
+        if index < 2 {
+            shape
+                .taints
+                .push(json!({"key": "dedicated", "value": "db", "effect": "NoSchedule"}));
         }
-        anyhow::Ok(nodes)
-    })?;
+        shape
+    }))?;
     control_plane.kubectl_stdin(
         &["apply", "-f", "-"],
         &DEPLOYMENT.replace("REPLICAS", "100"),
@@ -152,21 +145,7 @@ fn a_lost_node_goes_not_ready_and_its_pods_are_recreated_elsewhere() -> anyhow::
     let control_plane =
         ControlPlaneProcess::start_with(None, &["--node-monitor-grace-period", "2"])?;
     let runtime = runtime();
-    let nodes: Vec<SimulatedNode> = runtime.block_on(async {
-        let mut nodes = Vec::new();
-        for index in 0..3u8 {
-            nodes.push(
-                SimulatedNode::start(
-                    &control_plane,
-                    &format!("node-{index}"),
-                    index + 1,
-                    NodeShape::default(),
-                )
-                .await?,
-            );
-        }
-        anyhow::Ok(nodes)
-    })?;
+    let nodes = runtime.block_on(start_nodes(&control_plane, 3, |_| NodeShape::default()))?;
     control_plane.kubectl_stdin(&["apply", "-f", "-"], &DEPLOYMENT.replace("REPLICAS", "6"))?;
     control_plane.wait_for("6 running replicas", Duration::from_secs(30), || {
         Ok((pods(&control_plane, "default")?
@@ -229,21 +208,7 @@ fn kubectl_follows_a_rollout_undoes_it_and_deletes_a_namespace_with_everything_i
 -> anyhow::Result<()> {
     let control_plane = ControlPlaneProcess::start(None)?;
     let runtime = runtime();
-    let nodes: Vec<SimulatedNode> = runtime.block_on(async {
-        let mut nodes = Vec::new();
-        for index in 0..2u8 {
-            nodes.push(
-                SimulatedNode::start(
-                    &control_plane,
-                    &format!("node-{index}"),
-                    index + 1,
-                    NodeShape::default(),
-                )
-                .await?,
-            );
-        }
-        anyhow::Ok(nodes)
-    })?;
+    let nodes = runtime.block_on(start_nodes(&control_plane, 2, |_| NodeShape::default()))?;
     let manifest = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n".to_owned()
         + &DEPLOYMENT
             .replace("REPLICAS", "4")
@@ -264,6 +229,21 @@ fn kubectl_follows_a_rollout_undoes_it_and_deletes_a_namespace_with_everything_i
         "--timeout=60s",
     ])?;
     assert!(status.contains("successfully rolled out"), "{status}");
+    let described = control_plane.kubectl_ok(&["describe", "deployment", "web", "-n", "shop"])?;
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"),
+        "{described}"
+    );
+    let first_pod = pods(&control_plane, "shop")?
+        .first()
+        .and_then(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let described = control_plane.kubectl_ok(&["describe", "pod", &first_pod, "-n", "shop"])?;
+    assert!(
+        described.contains("Scheduled")
+            && described.contains(&format!("Successfully assigned shop/{first_pod} to node-")),
+        "{described}"
+    );
     control_plane.kubectl_ok(&[
         "set",
         "image",
@@ -492,4 +472,148 @@ fn a_node_sees_and_changes_only_what_its_node_needs() -> anyhow::Result<()> {
         drop((one, two));
         anyhow::Ok(())
     })
+}
+
+#[test]
+fn daemonsets_follow_nodes_and_roll_and_owners_take_their_dependents() -> anyhow::Result<()> {
+    let control_plane = ControlPlaneProcess::start(None)?;
+    let runtime = runtime();
+    let nodes = runtime.block_on(start_nodes(&control_plane, 3, |index| {
+        let mut shape = NodeShape::default();
+        if index == 2 {
+            shape
+                .taints
+                .push(json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}));
+        }
+        shape
+    }))?;
+    let daemonset = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: default}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: agent, image: agent:1}]\n";
+    control_plane.kubectl_stdin(&["apply", "-f", "-"], daemonset)?;
+    let on_nodes = |image: &str| -> anyhow::Result<Vec<String>> {
+        let mut placed: Vec<String> = pods(&control_plane, "default")?
+            .iter()
+            .filter(|pod| pod["spec"]["containers"][0]["image"] == image)
+            .filter_map(running_on)
+            .collect();
+        placed.sort();
+        Ok(placed)
+    };
+    control_plane.wait_for(
+        "a daemon pod on each untainted node",
+        Duration::from_secs(20),
+        || Ok((on_nodes("agent:1")? == ["node-0", "node-1"]).then_some(())),
+    )?;
+    control_plane.kubectl_ok(&["set", "image", "daemonset/agent", "agent=agent:2"])?;
+    control_plane.wait_for(
+        "the daemonset rolled to agent:2",
+        Duration::from_secs(30),
+        || {
+            let status: Value = serde_json::from_str(&control_plane.kubectl_ok(&[
+                "get",
+                "daemonset",
+                "agent",
+                "-o",
+                "json",
+            ])?)?;
+            let done = status["status"]["updatedNumberScheduled"] == 2
+                && status["status"]["numberAvailable"] == 2
+                && status["status"]["desiredNumberScheduled"] == 2;
+            Ok((done
+                && on_nodes("agent:2")? == ["node-0", "node-1"]
+                && on_nodes("agent:1")?.is_empty())
+            .then_some(()))
+        },
+    )?;
+
+    // Background deletion: the garbage collector removes the ReplicaSet and its pods.
+    control_plane.kubectl_stdin(&["apply", "-f", "-"], &DEPLOYMENT.replace("REPLICAS", "2"))?;
+    control_plane.wait_for("2 web pods", Duration::from_secs(20), || {
+        Ok((pods(&control_plane, "default")?
+            .iter()
+            .filter(|pod| pod["metadata"]["labels"]["app"] == "web")
+            .filter_map(running_on)
+            .count()
+            == 2)
+            .then_some(()))
+    })?;
+    control_plane.kubectl_ok(&["delete", "deployment", "web"])?;
+    control_plane.wait_for(
+        "the deployment's replicaset and pods gone",
+        Duration::from_secs(20),
+        || {
+            let replicasets: Value = serde_json::from_str(&control_plane.kubectl_ok(&[
+                "get",
+                "replicasets",
+                "-o",
+                "json",
+            ])?)?;
+            let web_pods = pods(&control_plane, "default")?
+                .iter()
+                .filter(|pod| pod["metadata"]["labels"]["app"] == "web")
+                .count();
+            Ok(
+                (replicasets["items"].as_array().is_some_and(Vec::is_empty) && web_pods == 0)
+                    .then_some(()),
+            )
+        },
+    )?;
+    // Orphaning: the daemonset goes, its pods stay without an owner.
+    control_plane.kubectl_ok(&["delete", "daemonset", "agent", "--cascade=false"])?;
+    std::thread::sleep(Duration::from_secs(1));
+    let left: Vec<Value> = pods(&control_plane, "default")?
+        .into_iter()
+        .filter(|pod| pod["metadata"]["labels"]["app"] == "agent")
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(
+        left.iter().all(|pod| pod["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty)),
+        "{left:?}"
+    );
+    drop(nodes);
+    Ok(())
+}
+
+#[test]
+fn a_node_token_on_the_http_api_is_limited_to_its_node() -> anyhow::Result<()> {
+    let control_plane = ControlPlaneProcess::start(None)?;
+    let token = control_plane.node_token("node-0")?;
+    control_plane.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Secret\nmetadata: {name: private, namespace: default}\nstringData: {k: v}\n")?;
+    let as_node =
+        |args: &[&str]| control_plane.kubectl(&[&["--token", token.as_str()], args].concat());
+    let services = as_node(&["get", "services"])?;
+    assert!(
+        services.status.success(),
+        "{}",
+        String::from_utf8_lossy(&services.stderr)
+    );
+    let secret = as_node(&["get", "secret", "private"])?;
+    assert!(
+        String::from_utf8_lossy(&secret.stderr)
+            .contains("User \"system:node:node-0\" cannot get resource \"secrets\""),
+        "{}",
+        String::from_utf8_lossy(&secret.stderr)
+    );
+    let all_pods = as_node(&["get", "pods", "-A"])?;
+    assert!(!all_pods.status.success(), "a node listed every pod");
+    let own_pods = as_node(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "spec.nodeName=node-0",
+    ])?;
+    assert!(
+        own_pods.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own_pods.stderr)
+    );
+    let delete = as_node(&["delete", "namespace", "default"])?;
+    assert!(
+        String::from_utf8_lossy(&delete.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&delete.stderr)
+    );
+    Ok(())
 }

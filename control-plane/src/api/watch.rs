@@ -81,48 +81,62 @@ impl WatchHub {
         self.sender.subscribe()
     }
 
+    fn deliver(&self, event: &Event) {
+        let revision = event.object.mod_revision;
+        if revision <= self.revision() {
+            return;
+        }
+        if let Some(change) = change_of(event) {
+            // No receivers is fine: nobody is watching.
+            let _ = self.sender.send(Arc::new(change));
+        }
+        self.delivered.store(revision, Ordering::Release);
+    }
+
+    /// Fell behind compaction: watchers resume from their own revisions (and get 410 if
+    /// those are gone too); the hub goes on from now.
+    async fn skip_ahead(&self) {
+        let store = self.store.clone();
+        if let Ok(Ok(current)) = tokio::task::spawn_blocking(move || store.revision()).await {
+            tracing::warn!(
+                after = self.revision(),
+                current,
+                "watch hub: history compacted under it; skipping ahead"
+            );
+            self.delivered.store(current, Ordering::Release);
+        }
+    }
+
     async fn follow(self: Arc<Self>, poll: Duration) {
         loop {
+            // A backend that pushes changes (etcd) is followed live.
+            if let Some(mut feed) = self.store.feed(FEED_PREFIX, self.revision()) {
+                while let Some(item) = feed.recv().await {
+                    match item {
+                        Ok(event) => self.deliver(&event),
+                        Err(crate::store::StoreError::Compacted { .. }) => {
+                            self.skip_ahead().await;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let _ = tokio::time::timeout(poll, self.wake.notified()).await;
             let after = self.revision();
             let store = self.store.clone();
             let events =
                 tokio::task::spawn_blocking(move || store.changes_since(FEED_PREFIX, after)).await;
-            let events = match events {
-                Ok(Ok(events)) => events,
-                Ok(Err(crate::store::StoreError::Compacted { .. })) => {
-                    // Fell behind compaction: watchers resume from their own revisions
-                    // (and get 410 if those are gone too); the hub goes on from now.
-                    let store = self.store.clone();
-                    if let Ok(Ok(current)) =
-                        tokio::task::spawn_blocking(move || store.revision()).await
-                    {
-                        tracing::warn!(
-                            after,
-                            current,
-                            "watch hub: history compacted under it; skipping ahead"
-                        );
-                        self.delivered.store(current, Ordering::Release);
-                    }
-                    continue;
-                }
+            match events {
+                Ok(Ok(events)) => events.iter().for_each(|event| self.deliver(event)),
+                Ok(Err(crate::store::StoreError::Compacted { .. })) => self.skip_ahead().await,
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "watch hub: reading the change feed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
                 }
-                Err(_) => continue,
-            };
-            for event in &events {
-                if let Some(change) = change_of(event) {
-                    let revision = change.revision;
-                    // No receivers is fine: nobody is watching.
-                    let _ = self.sender.send(Arc::new(change));
-                    self.delivered.store(revision, Ordering::Release);
-                } else {
-                    self.delivered
-                        .store(event.object.mod_revision, Ordering::Release);
-                }
+                Err(_) => {}
             }
         }
     }

@@ -9,7 +9,6 @@ use super::template::{
     self, controller_name, controller_uid, pod_active, pod_available, pod_ready, template_hash,
 };
 use super::{Controller, ObjectKey};
-use crate::api::deletion::{self, DeleteOptions};
 use crate::api::handlers::Api;
 use crate::api::meta;
 use crate::api::status::ApiError;
@@ -52,10 +51,8 @@ impl DaemonSetController {
     ) -> Result<Option<Duration>, ApiError> {
         let daemonsets = template::resource("apps", "daemonsets")?;
         let pods = template::resource("", "pods")?;
-        let daemonset = match api.registry.get(daemonsets, Some(namespace), name).await {
-            Ok(object) => object,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(daemonset) = template::fetch(api, daemonsets, Some(namespace), name).await? else {
+            return Ok(None);
         };
         if meta::is_deleting(&daemonset) {
             return Ok(None);
@@ -89,18 +86,9 @@ impl DaemonSetController {
                 .push(pod);
         }
         let delete = |pod: Value| async move {
-            match deletion::delete(
-                &api.registry,
-                pods,
-                Some(namespace),
-                meta::name(&pod),
-                &DeleteOptions::default(),
-            )
-            .await
-            {
-                Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-                Err(error) => Err(error),
-            }
+            template::delete_if_present(api, pods, Some(namespace), meta::name(&pod))
+                .await
+                .map(|_| ())
         };
         let owner = template::owner_reference(&daemonset, "apps/v1", "DaemonSet");
         let (mut desired, mut scheduled, mut ready, mut updated, mut available, mut misscheduled) =

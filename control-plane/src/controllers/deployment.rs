@@ -11,7 +11,6 @@ use super::template::{
 };
 use super::{Controller, ObjectKey};
 use crate::api::admission;
-use crate::api::deletion::{self, DeleteOptions};
 use crate::api::handlers::Api;
 use crate::api::meta;
 use crate::api::status::ApiError;
@@ -151,6 +150,29 @@ impl DeploymentController {
             .registry
             .update(resource, updated, meta::resource_version(replicaset))
             .await?;
+        if current != replicas {
+            // The event belongs to the deployment, which the ReplicaSet's owner reference names.
+            let owner = replicaset
+                .pointer("/metadata/ownerReferences/0")
+                .cloned()
+                .unwrap_or(json!({}));
+            let deployment = json!({"kind": "Deployment", "apiVersion": "apps/v1",
+                "metadata": {"name": owner["name"], "uid": owner["uid"], "namespace": meta::namespace(replicaset)}});
+            let direction = if replicas > current { "up" } else { "down" };
+            let message = format!(
+                "Scaled {direction} replica set {} to {replicas}",
+                meta::name(replicaset)
+            );
+            super::events::record(
+                api,
+                &deployment,
+                true,
+                "ScalingReplicaSet",
+                message,
+                "deployment-controller",
+            )
+            .await;
+        }
         Ok(())
     }
 }
@@ -235,14 +257,10 @@ impl Controller for DeploymentController {
         let deployments = template::resource("apps", "deployments")?;
         let replicasets = template::resource("apps", "replicasets")?;
         let namespace = key.namespace.as_deref().unwrap_or("default");
-        let deployment = match api
-            .registry
-            .get(deployments, Some(namespace), &key.name)
-            .await
-        {
-            Ok(object) => object,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(deployment) =
+            template::fetch(api, deployments, Some(namespace), &key.name).await?
+        else {
+            return Ok(None);
         };
         if meta::is_deleting(&deployment) {
             return Ok(None);
@@ -348,18 +366,7 @@ impl Controller for DeploymentController {
             .filter(|rs| int(rs, "/spec/replicas") == 0 && int(rs, "/status/replicas") == 0)
             .collect();
         for rs in idle.iter().take(idle.len().saturating_sub(limit)) {
-            match deletion::delete(
-                &api.registry,
-                replicasets,
-                Some(namespace),
-                meta::name(rs),
-                &DeleteOptions::default(),
-            )
-            .await
-            {
-                Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                Err(error) => return Err(error),
-            }
+            template::delete_if_present(api, replicasets, Some(namespace), meta::name(rs)).await?;
         }
         let everything: Vec<&Value> = olds
             .iter()

@@ -258,14 +258,10 @@ impl Controller for GarbageCollector {
             handle_dependents(api, scope, id, false, "Background").await?;
             return Ok(None);
         }
-        let owner = match api
-            .registry
-            .get(resource, key.namespace.as_deref(), id)
-            .await
-        {
-            Ok(owner) => owner,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(owner) =
+            super::template::fetch(api, resource, key.namespace.as_deref(), id).await?
+        else {
+            return Ok(None);
         };
         let finalizers = meta::finalizers(&owner);
         let uid = meta::uid(&owner).to_owned();

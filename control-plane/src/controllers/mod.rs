@@ -6,6 +6,7 @@ mod queue;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod events;
 pub mod garbage;
 pub mod identities;
 pub mod namespace;
@@ -113,5 +114,6 @@ pub fn spawn_all(api: Arc<Api>, settings: nodes::Settings) {
         api.clone(),
         nodes::NodeIpamController::new(settings.clone()),
     );
-    spawn(api, nodes::NodeLifecycleController::new(settings));
+    spawn(api.clone(), nodes::NodeLifecycleController::new(settings));
+    tokio::spawn(events::sweep(api));
 }

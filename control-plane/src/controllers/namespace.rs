@@ -37,10 +37,9 @@ impl Controller for NamespaceController {
 
     async fn reconcile(&self, api: &Api, key: &ObjectKey) -> Result<Option<Duration>, ApiError> {
         let namespaces = super::template::resource("", "namespaces")?;
-        let namespace = match api.registry.get(namespaces, None, &key.name).await {
-            Ok(namespace) => namespace,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(namespace) = super::template::fetch(api, namespaces, None, &key.name).await?
+        else {
+            return Ok(None);
         };
         if !meta::is_deleting(&namespace) {
             return Ok(None);
@@ -53,18 +52,13 @@ impl Controller for NamespaceController {
             let (items, _) = api.registry.list(resource, Some(&key.name), None).await?;
             remaining += items.len();
             for object in items.iter().filter(|object| !meta::is_deleting(object)) {
-                match deletion::delete(
-                    &api.registry,
+                super::template::delete_if_present(
+                    api,
                     resource,
                     Some(&key.name),
                     meta::name(object),
-                    &DeleteOptions::default(),
                 )
-                .await
-                {
-                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                    Err(error) => return Err(error),
-                }
+                .await?;
             }
         }
         if remaining > 0 {

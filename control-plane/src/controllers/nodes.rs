@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::template;
 use super::{Controller, ObjectKey};
-use crate::api::deletion::{self, DeleteOptions};
 use crate::api::handlers::Api;
 use crate::api::meta;
 use crate::api::registry::Change as Write;
@@ -114,10 +113,8 @@ impl Controller for NodeIpamController {
             return Ok(None);
         }
         let nodes = template::resource("", "nodes")?;
-        let node = match api.registry.get(nodes, None, &key.name).await {
-            Ok(node) => node,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(node) = template::fetch(api, nodes, None, &key.name).await? else {
+            return Ok(None);
         };
         if meta::str_field(&node, "/spec/podCIDR").is_some_and(|cidr| !cidr.is_empty()) {
             return Ok(None);
@@ -141,6 +138,28 @@ impl Controller for NodeIpamController {
         }
         result.map(|_| None)
     }
+}
+
+/// Deletes a pod whose toleration of its node's NoExecute taint ran out.
+async fn evict(api: &Api, pod: &Value) -> Result<(), ApiError> {
+    let pods = template::resource("", "pods")?;
+    if template::delete_if_present(api, pods, meta::namespace(pod), meta::name(pod)).await? {
+        let message = format!(
+            "Marking for deletion Pod {}/{}",
+            meta::namespace(pod).unwrap_or(""),
+            meta::name(pod)
+        );
+        super::events::record(
+            api,
+            pod,
+            true,
+            "TaintManagerEviction",
+            message,
+            "taint-controller",
+        )
+        .await;
+    }
+    Ok(())
 }
 
 pub struct NodeLifecycleController {
@@ -214,10 +233,8 @@ impl Controller for NodeLifecycleController {
 
     async fn reconcile(&self, api: &Api, key: &ObjectKey) -> Result<Option<Duration>, ApiError> {
         let nodes = template::resource("", "nodes")?;
-        let node = match api.registry.get(nodes, None, &key.name).await {
-            Ok(node) => node,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(node) = template::fetch(api, nodes, None, &key.name).await? else {
+            return Ok(None);
         };
         let now = meta::now_seconds();
         let renewed = match api
@@ -293,18 +310,7 @@ impl Controller for NodeLifecycleController {
                 && !meta::is_deleting(pod)
         }) {
             match toleration_left(pod, &taint, now) {
-                Some(0) => match deletion::delete(
-                    &api.registry,
-                    pods,
-                    meta::namespace(pod),
-                    meta::name(pod),
-                    &DeleteOptions::default(),
-                )
-                .await
-                {
-                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                    Err(error) => return Err(error),
-                },
+                Some(0) => evict(api, pod).await?,
                 Some(left) => soonest = Some(soonest.map_or(left, |s| s.min(left))),
                 None => {}
             }

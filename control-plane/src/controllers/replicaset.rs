@@ -8,7 +8,6 @@ use super::template::{
     self, controller_name, controller_uid, pod_active, pod_available, pod_ready,
 };
 use super::{Controller, ObjectKey};
-use crate::api::deletion::{self, DeleteOptions};
 use crate::api::handlers::Api;
 use crate::api::meta;
 use crate::api::status::ApiError;
@@ -61,14 +60,10 @@ impl Controller for ReplicaSetController {
         let replicasets = template::resource("apps", "replicasets")?;
         let pods = template::resource("", "pods")?;
         let namespace = key.namespace.as_deref().unwrap_or("default");
-        let replicaset = match api
-            .registry
-            .get(replicasets, Some(namespace), &key.name)
-            .await
-        {
-            Ok(object) => object,
-            Err(ApiError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(replicaset) =
+            template::fetch(api, replicasets, Some(namespace), &key.name).await?
+        else {
+            return Ok(None);
         };
         if meta::is_deleting(&replicaset) {
             return Ok(None);
@@ -100,23 +95,32 @@ impl Controller for ReplicaSetController {
                     None,
                 )
                 .await?;
+                super::events::record(
+                    api,
+                    &replicaset,
+                    true,
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", meta::name(&created)),
+                    "replicaset-controller",
+                )
+                .await;
                 active.push(created);
             }
         } else if difference < 0 {
             active.sort_by_key(deletion_rank);
             let surplus: Vec<Value> = active.drain(..(-difference) as usize).collect();
             for pod in surplus {
-                match deletion::delete(
-                    &api.registry,
-                    pods,
-                    Some(namespace),
-                    meta::name(&pod),
-                    &DeleteOptions::default(),
-                )
-                .await
+                if template::delete_if_present(api, pods, Some(namespace), meta::name(&pod)).await?
                 {
-                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                    Err(error) => return Err(error),
+                    super::events::record(
+                        api,
+                        &replicaset,
+                        true,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", meta::name(&pod)),
+                        "replicaset-controller",
+                    )
+                    .await;
                 }
             }
         }

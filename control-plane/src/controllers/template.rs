@@ -148,6 +148,43 @@ pub async fn create_pod(
     api.registry.create(pods, prepared).await
 }
 
+/// The object, or None if it is gone (a key in a queue may outlive its object).
+pub async fn fetch(
+    api: &Api,
+    resource: &'static Resource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    match api.registry.get(resource, namespace, name).await {
+        Ok(object) => Ok(Some(object)),
+        Err(ApiError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Deletes with default options; true if this call deleted (or marked) it, false if it
+/// was already gone.
+pub async fn delete_if_present(
+    api: &Api,
+    resource: &'static Resource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<bool, ApiError> {
+    match crate::api::deletion::delete(
+        &api.registry,
+        resource,
+        namespace,
+        name,
+        &crate::api::deletion::DeleteOptions::default(),
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(ApiError::NotFound { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Sets `status` on the object if it differs (a status write, guarded by revision).
 pub async fn write_status(
     api: &Api,

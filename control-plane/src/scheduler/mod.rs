@@ -16,6 +16,7 @@ use crate::api::handlers::Api;
 use crate::api::meta;
 use crate::api::resources;
 use crate::api::status::ApiError;
+use crate::controllers::events;
 use crate::store::EventKind;
 use cache::{Cache, NodeInfo};
 use predicates::{
@@ -24,6 +25,7 @@ use predicates::{
 };
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
+const BINDS_IN_FLIGHT: usize = 32;
 
 pub struct Scheduler {
     api: Arc<Api>,
@@ -33,6 +35,8 @@ pub struct Scheduler {
     /// Pods no node fitted, retried when nodes or pods change.
     unschedulable: Mutex<HashMap<String, Value>>,
     wake: Notify,
+    /// Bindings being written at once.
+    binds: Arc<tokio::sync::Semaphore>,
 }
 
 fn wants_scheduling(pod: &Value) -> bool {
@@ -123,6 +127,7 @@ impl Scheduler {
             pending: Mutex::new(BTreeMap::new()),
             unschedulable: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            binds: Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT)),
         });
         let mut changes = scheduler.api.registry.hub().subscribe();
         scheduler.resync().await?;
@@ -263,7 +268,7 @@ impl Scheduler {
             .ok_or_else(|| unschedulable_message(cache.nodes.len(), &reasons))
     }
 
-    async fn schedule(&self, pod: Value) -> Result<(), ApiError> {
+    async fn schedule(self: &Arc<Self>, pod: Value) -> Result<(), ApiError> {
         let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
         match self.choose(&pod) {
             Ok(node) => {
@@ -276,24 +281,42 @@ impl Scheduler {
                 if let Ok(mut cache) = self.cache.lock() {
                     cache.place(&bound, &node);
                 }
-                match self
-                    .api
-                    .registry
-                    .update(pods, bound.clone(), meta::resource_version(&pod))
+                // The decision is made (and the cache assumes it); the write happens in the
+                // background, a bounded number at a time, as kube-scheduler binds.
+                let permit = self
+                    .binds
+                    .clone()
+                    .acquire_owned()
                     .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(error) => {
-                        if let Ok(mut cache) = self.cache.lock() {
+                    .map_err(|_| ApiError::Internal("scheduler stopped".into()))?;
+                let api = self.api.clone();
+                let scheduler = self.clone();
+                tokio::spawn(async move {
+                    let result = api
+                        .registry
+                        .update(pods, bound, meta::resource_version(&pod))
+                        .await;
+                    drop(permit);
+                    if let Ok(bound) = &result {
+                        let message = format!(
+                            "Successfully assigned {}/{} to {node}",
+                            meta::namespace(bound).unwrap_or(""),
+                            meta::name(bound)
+                        );
+                        events::record(&api, bound, true, "Scheduled", message, SCHEDULER_NAME)
+                            .await;
+                    }
+                    if let Err(error) = result {
+                        if let Ok(mut cache) = scheduler.cache.lock() {
                             cache.forget(meta::uid(&pod));
                         }
-                        match error {
-                            // Changed meanwhile: the watch brings the new version back if it still needs a node.
-                            ApiError::Conflict { .. } | ApiError::NotFound { .. } => Ok(()),
-                            other => Err(other),
+                        // Conflict or gone: the watch brings the new version back if it still needs a node.
+                        if !matches!(error, ApiError::Conflict { .. } | ApiError::NotFound { .. }) {
+                            tracing::warn!(%error, pod = meta::name(&pod), "binding");
                         }
                     }
-                }
+                });
+                Ok(())
             }
             Err(message) => {
                 let uid = meta::uid(&pod).to_owned();
@@ -302,7 +325,18 @@ impl Scheduler {
                     &mut updated,
                     json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": meta::now()}),
                 );
-                let stored = if updated != pod {
+                let changed = updated != pod;
+                if changed {
+                    events::record_detached(
+                        &self.api,
+                        &pod,
+                        false,
+                        "FailedScheduling",
+                        message.clone(),
+                        SCHEDULER_NAME,
+                    );
+                }
+                let stored = if changed {
                     match self
                         .api
                         .registry

@@ -368,6 +368,43 @@ impl Store for EtcdStore {
         .map_err(backend("compact"))
     }
 
+    fn feed(&self, prefix: &str, after: Revision) -> Option<super::Feed> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut watch = self.client.watch_client();
+        let prefix = prefix.to_owned();
+        self.runtime.spawn(async move {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(after as i64 + 1)
+                .with_prev_key();
+            let Ok(mut stream) = watch.watch(prefix.as_bytes(), Some(options)).await else {
+                return;
+            };
+            while let Ok(Some(response)) = stream.message().await {
+                if response.compact_revision() > 0 {
+                    let _ = sender.send(Err(StoreError::Compacted {
+                        requested: after,
+                        compacted: response.compact_revision() as Revision,
+                    }));
+                    return;
+                }
+                if response.canceled() {
+                    return;
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    if sender
+                        .send(Ok(event_of(event.event_type(), kv, event.prev_kv())))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Some(receiver)
+    }
+
     fn revision(&self) -> Result<Revision, StoreError> {
         let response = self
             .kv(|mut kv| async move {

@@ -86,4 +86,13 @@ pub trait Store: Send + Sync {
     /// Forgets history before `revision` (the latest state of every key is kept).
     fn compact(&self, revision: Revision) -> Result<(), StoreError>;
     fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// A live feed of the changes under `prefix` after `after`, in revision order, where the
+    /// backend pushes changes (etcd's watch); None means: poll `changes_since`. The feed
+    /// ends (its sender dropped) on any error; the reader starts a new one from where it got.
+    fn feed(&self, _prefix: &str, _after: Revision) -> Option<Feed> {
+        None
+    }
 }
+
+pub type Feed = tokio::sync::mpsc::UnboundedReceiver<Result<Event, StoreError>>;

@@ -161,15 +161,28 @@ pub async fn update(api: &Api, target: &Target, call: &Call<'_>) -> Result<Reply
             name: name.into(),
         });
     }
-    let mut object = updated(target, &current, desired)?;
+    let object = updated(target, &current, desired)?;
     if dry_run(call) {
         return Ok(Reply::Json(200, view(target, &object)));
     }
+    let written = write_back(api, target, &current, object).await?;
+    Ok(Reply::Json(200, view(target, &written)))
+}
+
+/// Stores an updated object guarded by the revision it was made from (or deletes it, when
+/// the update removed its last finalizer), claiming and releasing service allocations.
+async fn write_back(
+    api: &Api,
+    target: &Target,
+    current: &Value,
+    mut object: Value,
+) -> Result<Value, ApiError> {
     let claims = api
         .allocator
-        .claim(target.resource, &mut object, Some(&current))
+        .claim(target.resource, &mut object, Some(current))
         .await?;
-    let revision = meta::resource_version(&current);
+    let revision = meta::resource_version(current);
+    let name = meta::name(current);
     let result = match after_update(object) {
         Change::Delete => {
             api.registry
@@ -182,9 +195,9 @@ pub async fn update(api: &Api, target: &Target, call: &Call<'_>) -> Result<Reply
     match result {
         Ok(written) => {
             api.allocator
-                .release_replaced(target.resource, &current, &written)
+                .release_replaced(target.resource, current, &written)
                 .await;
-            Ok(Reply::Json(200, view(target, &written)))
+            Ok(written)
         }
         Err(error) => {
             api.allocator.release(claims).await;
@@ -228,33 +241,13 @@ pub async fn patch(api: &Api, target: &Target, call: &Call<'_>) -> Result<Reply,
                     ApiError::BadRequest(format!("the patch could not be applied: {error}"))
                 }
             })?;
-        let mut object = updated(target, &current, patched)?;
+        let object = updated(target, &current, patched)?;
         if dry_run(call) {
             return Ok(Reply::Json(200, view(target, &object)));
         }
-        let claims = api
-            .allocator
-            .claim(target.resource, &mut object, Some(&current))
-            .await?;
-        let revision = meta::resource_version(&current);
-        let result = match after_update(object) {
-            Change::Delete => {
-                api.registry
-                    .delete(target.resource, target.namespace.as_deref(), name, revision)
-                    .await
-            }
-            Change::Write(object) => api.registry.update(target.resource, object, revision).await,
-            Change::Keep => Ok(current.clone()),
-        };
-        match result {
-            Ok(written) => {
-                api.allocator
-                    .release_replaced(target.resource, &current, &written)
-                    .await;
-                return Ok(Reply::Json(200, view(target, &written)));
-            }
+        match write_back(api, target, &current, object).await {
+            Ok(written) => return Ok(Reply::Json(200, view(target, &written))),
             Err(error) => {
-                api.allocator.release(claims).await;
                 // A patch applies to whatever is current: a concurrent write means try again.
                 if matches!(error, ApiError::Conflict { .. }) && attempts < 16 {
                     continue;
