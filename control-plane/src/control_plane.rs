@@ -203,6 +203,7 @@ impl ControlPlane {
         let api = Arc::new(Api {
             registry: Registry::new(store.clone(), hub),
             allocator: Arc::new(Allocator::new(store, config.service_cidr)),
+            logs: Arc::new(crate::node_api::logs::LogBroker::default()),
         });
         bootstrap::run(&api, (&advertise.to_string(), address.port()))
             .await

@@ -84,6 +84,8 @@ fn spawn(
         node_api,
     ] = words.as_slice()
     else {
+        let _ = child.kill();
+        let _ = child.wait();
         bail!("unexpected first line from kaya-control-plane: {line:?}");
     };
     Ok(Started {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use kaya_control_plane::node_api::proto::node_api_client::NodeApiClient;
 use kaya_control_plane::node_api::proto::{
-    LeaseRenewal, PodStatusReport, PodTerminated, RegisterRequest, WatchRequest, update::Type,
+    LeaseRenewal, LogChunk, LogRequest, PodStatusReport, PodTerminated, RegisterRequest,
+    WatchRequest, update::Type,
 };
 use serde_json::{Value, json};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -198,6 +199,92 @@ pub async fn start_nodes(
     Ok(nodes)
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The simulated container log: "line N of namespace/pod/container".
+pub fn simulated_log(request: &LogRequest, lines: usize) -> String {
+    let all: Vec<String> = (1..=lines)
+        .map(|n| {
+            format!(
+                "line {n} of {}/{}/{}\n",
+                request.namespace, request.pod, request.container
+            )
+        })
+        .collect();
+    let keep = if request.tail_lines >= 0 {
+        (request.tail_lines as usize).min(all.len())
+    } else {
+        all.len()
+    };
+    all[all.len() - keep..].concat()
+}
+
+/// Answers log requests as an agent would: three lines per container (a fourth a moment
+/// later when following); no previous instance exists.
+async fn serve_logs(mut client: Client) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<LogChunk>(16);
+    let outgoing = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let Ok(response) = client.serve_logs(outgoing).await else {
+        return;
+    };
+    let mut requests = response.into_inner();
+    while let Ok(Some(request)) = requests.message().await {
+        if request.cancel {
+            continue;
+        }
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let id = request.id;
+            if request.previous {
+                let error = format!(
+                    "previous terminated container \"{}\" in pod \"{}\" not found",
+                    request.container, request.pod
+                );
+                let _ = sender
+                    .send(LogChunk {
+                        id,
+                        data: Vec::new(),
+                        done: true,
+                        error,
+                    })
+                    .await;
+                return;
+            }
+            let _ = sender
+                .send(LogChunk {
+                    id,
+                    data: simulated_log(&request, 3).into_bytes(),
+                    done: !request.follow,
+                    error: String::new(),
+                })
+                .await;
+            if request.follow {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let last = LogRequest {
+                    tail_lines: 1,
+                    ..request
+                };
+                let _ = sender
+                    .send(LogChunk {
+                        id,
+                        data: simulated_log(&last, 4).into_bytes(),
+                        done: true,
+                        error: String::new(),
+                    })
+                    .await;
+            }
+        });
+    }
+}
+
 /// The pod CIDR's n-th address (the node's pod CIDR arrives with its NodeRoute).
 fn pod_ip(cidr: &str, n: u32) -> String {
     let base: Ipv4Addr = cidr
@@ -227,6 +314,8 @@ async fn play(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
+    // Ends with this task: a stopped node's log stream goes too.
+    let _logs = AbortOnDrop(tokio::spawn(serve_logs(client.clone())));
     let Ok(response) = client.watch(WatchRequest { resume_revision: 0 }).await else {
         return;
     };

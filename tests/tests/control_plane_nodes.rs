@@ -617,3 +617,53 @@ fn a_node_token_on_the_http_api_is_limited_to_its_node() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn kubectl_logs_reach_the_pod_s_agent_over_its_node_api_stream() -> anyhow::Result<()> {
+    let control_plane = ControlPlaneProcess::start(None)?;
+    let runtime = runtime();
+    let nodes = runtime.block_on(start_nodes(&control_plane, 1, |_| NodeShape::default()))?;
+    control_plane.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default}\nspec:\n  containers: [{name: app, image: a}, {name: sidecar, image: b}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: nowhere, namespace: default}\nspec:\n  nodeSelector: {zone: mars}\n  containers: [{name: app, image: a}]\n")?;
+    control_plane.wait_for("web running", Duration::from_secs(20), || {
+        Ok(pods(&control_plane, "default")?
+            .iter()
+            .any(|pod| pod["metadata"]["name"] == "web" && running_on(pod).is_some())
+            .then_some(()))
+    })?;
+    let logs = control_plane.kubectl_ok(&["logs", "web", "-c", "app"])?;
+    assert_eq!(
+        logs,
+        "line 1 of default/web/app\nline 2 of default/web/app\nline 3 of default/web/app\n"
+    );
+    let tail = control_plane.kubectl_ok(&["logs", "web", "-c", "sidecar", "--tail=1"])?;
+    assert_eq!(tail, "line 3 of default/web/sidecar\n");
+    let followed = control_plane.kubectl_ok(&["logs", "-f", "web", "-c", "app"])?;
+    assert!(
+        followed.ends_with("line 3 of default/web/app\nline 4 of default/web/app\n"),
+        "{followed}"
+    );
+    let stderr = |args: &[&str]| -> anyhow::Result<String> {
+        Ok(String::from_utf8_lossy(&control_plane.kubectl(args)?.stderr).into_owned())
+    };
+    assert!(
+        stderr(&["logs", "web"])?.contains(
+            "a container name must be specified for pod web, choose one of: [app sidecar]"
+        )
+    );
+    assert!(
+        stderr(&["logs", "web", "-c", "app", "--previous"])?
+            .contains("previous terminated container \"app\" in pod \"web\" not found")
+    );
+    assert!(stderr(&["logs", "nowhere"])?.contains("pod nowhere does not have a host assigned"));
+    drop(nodes);
+    control_plane.wait_for(
+        "the agent's log stream to close",
+        Duration::from_secs(10),
+        || {
+            Ok(stderr(&["logs", "web", "-c", "app"])?
+                .contains("node \"node-0\" has no log stream open to the control plane")
+                .then_some(()))
+        },
+    )?;
+    Ok(())
+}

@@ -98,6 +98,21 @@ impl Registry {
         Ok((items, listing.revision))
     }
 
+    /// The stored objects as they are (JSON bytes), for readers that need only a few fields
+    /// of many objects.
+    pub async fn list_raw(
+        &self,
+        resource: &'static Resource,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Object>, ApiError> {
+        let prefix = resource.scope_prefix(namespace);
+        let store = self.store.clone();
+        let listing = blocking(move || store.list(&prefix, None))
+            .await?
+            .map_err(|error| from_store(error, resource.plural, ""))?;
+        Ok(listing.items)
+    }
+
     pub async fn create(
         &self,
         resource: &'static Resource,

@@ -89,7 +89,7 @@ fn bytes(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn stream(receiver: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Response<Body> {
+fn stream(receiver: tokio::sync::mpsc::Receiver<Vec<u8>>, content_type: &str) -> Response<Body> {
     let frames = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| {
             (
@@ -100,7 +100,7 @@ fn stream(receiver: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Response<Body> {
     });
     Response::builder()
         .status(200)
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, content_type)
         .header("Transfer-Encoding", "chunked")
         .body(BodyExt::boxed(StreamBody::new(frames)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
@@ -184,7 +184,8 @@ impl Server {
                 match handlers::handle(&self.api, target, call).await {
                     Ok(Reply::Json(code, value)) => json(code, &value),
                     Ok(Reply::Text(code, text)) => bytes(code, "text/plain", text.into_bytes()),
-                    Ok(Reply::Stream(receiver)) => stream(receiver),
+                    Ok(Reply::Stream(receiver)) => stream(receiver, "application/json"),
+                    Ok(Reply::TextStream(receiver)) => stream(receiver, "text/plain"),
                     Err(failure) => error(&failure),
                 }
             }

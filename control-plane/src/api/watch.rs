@@ -45,6 +45,9 @@ pub struct WatchHub {
 }
 
 const FEED_PREFIX: &str = "/registry/";
+/// Changes kept for subscribers that are behind. Each holds a decoded object, so this bounds
+/// memory (a few thousand objects); a subscriber further behind is cut off and re-lists.
+const HUB_BUFFER: usize = 2048;
 
 impl WatchHub {
     /// Starts following the store; `poll` bounds how late a write made by another control
@@ -56,7 +59,7 @@ impl WatchHub {
             .await
             .map_err(|error| ApiError::Internal(error.to_string()))?
             .map_err(|error| from_store(error, "", ""))?;
-        let (sender, _) = broadcast::channel(8192);
+        let (sender, _) = broadcast::channel(HUB_BUFFER);
         let hub = Arc::new(WatchHub {
             store,
             sender,

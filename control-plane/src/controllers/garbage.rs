@@ -59,7 +59,26 @@ fn owner_kind(object: &Value) -> Option<&'static Resource> {
         .flatten()
 }
 
-/// Every object that may have owners, in `namespace` (or everywhere).
+/// The metadata garbage collection reads; decoding only it keeps a sweep over every pod
+/// and event from holding them all as full objects.
+#[derive(serde::Deserialize)]
+struct Slim {
+    metadata: SlimMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct SlimMetadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, rename = "ownerReferences")]
+    owner_references: Vec<Value>,
+    #[serde(default, rename = "deletionTimestamp")]
+    deletion_timestamp: Option<Value>,
+}
+
+/// Every object that has owners, in `namespace` (or everywhere), as its metadata only.
 async fn dependents(
     api: &Api,
     namespace: Option<&str>,
@@ -69,13 +88,23 @@ async fn dependents(
         .iter()
         .filter(|resource| resource.namespaced && resource.allows("list"))
     {
-        let (items, _) = api.registry.list(resource, namespace, None).await?;
-        found.extend(
-            items
-                .into_iter()
-                .filter(|item| !owner_uids(item).is_empty())
-                .map(|item| (resource, item)),
-        );
+        for object in api.registry.list_raw(resource, namespace).await? {
+            let Ok(slim) = serde_json::from_slice::<Slim>(&object.value) else {
+                continue;
+            };
+            if slim.metadata.owner_references.is_empty() {
+                continue;
+            }
+            found.push((
+                resource,
+                serde_json::json!({"metadata": {
+                    "name": slim.metadata.name,
+                    "namespace": slim.metadata.namespace,
+                    "ownerReferences": slim.metadata.owner_references,
+                    "deletionTimestamp": slim.metadata.deletion_timestamp,
+                }}),
+            ));
+        }
     }
     Ok(found)
 }

@@ -4,6 +4,7 @@
 pub mod proto {
     tonic::include_proto!("kaya.node.v1");
 }
+pub mod logs;
 mod reports;
 pub mod view;
 
@@ -31,6 +32,8 @@ pub struct NodeService {
     api: Arc<Api>,
     pki: Arc<RwLock<Pki>>,
 }
+
+type LogRequests = Pin<Box<dyn Stream<Item = Result<proto::LogRequest, Status>> + Send>>;
 
 pub fn status_of(error: ApiError) -> Status {
     let message = error.to_string();
@@ -205,6 +208,28 @@ async fn stream_node(
 #[tonic::async_trait]
 impl NodeApi for NodeService {
     type WatchStream = WatchStream;
+    type ServeLogsStream = LogRequests;
+
+    async fn serve_logs(
+        &self,
+        request: Request<tonic::Streaming<proto::LogChunk>>,
+    ) -> Result<Response<Self::ServeLogsStream>, Status> {
+        let node = self.node_of(&request)?;
+        let mut chunks = request.into_inner();
+        let (sender, receiver) = mpsc::channel(64);
+        let broker = self.api.logs.clone();
+        broker.attach(&node, sender.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = chunks.message().await {
+                broker.deliver(chunk).await;
+            }
+            broker.detach(&node, &sender);
+        });
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (Ok(item), receiver))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
 
     async fn register(
         &self,

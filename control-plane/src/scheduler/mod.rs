@@ -26,6 +26,8 @@ use predicates::{
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 const BINDS_IN_FLIGHT: usize = 32;
+/// How often an unschedulable pod's changing reason is written at most.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct Scheduler {
     api: Arc<Api>,
@@ -37,6 +39,10 @@ pub struct Scheduler {
     wake: Notify,
     /// Bindings being written at once.
     binds: Arc<tokio::sync::Semaphore>,
+    /// Parked pods are to be tried again.
+    retry: std::sync::atomic::AtomicBool,
+    /// When each unschedulable pod's condition was last written.
+    reported: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn wants_scheduling(pod: &Value) -> bool {
@@ -49,52 +55,79 @@ fn wants_scheduling(pod: &Value) -> bool {
         )
 }
 
+/// What filtering needs of a pod, worked out once per attempt rather than per node.
+struct Candidate<'a> {
+    pod: &'a Value,
+    namespace: &'a str,
+    tolerations: Vec<Value>,
+    cpu: i64,
+    memory: i64,
+    anti_affinity: bool,
+}
+
+impl<'a> Candidate<'a> {
+    fn of(pod: &'a Value) -> Candidate<'a> {
+        let (cpu, memory) = pod_requests(pod);
+        Candidate {
+            pod,
+            namespace: meta::namespace(pod).unwrap_or(""),
+            tolerations: pod
+                .pointer("/spec/tolerations")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            cpu,
+            memory,
+            anti_affinity: pod.pointer("/spec/affinity/podAntiAffinity").is_some(),
+        }
+    }
+}
+
 /// Why a node cannot take the pod, in kube-scheduler's words.
-fn misfit(pod: &Value, info: &NodeInfo) -> Option<String> {
-    let tolerations = pod
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+fn misfit(candidate: &Candidate<'_>, info: &NodeInfo) -> Option<String> {
     if info.node.pointer("/spec/unschedulable") == Some(&json!(true))
-        && !tolerations.iter().any(|t| {
+        && !candidate.tolerations.iter().any(|t| {
             t["key"] == "node.kubernetes.io/unschedulable"
                 || (t["operator"] == "Exists" && t.get("key").is_none())
         })
     {
         return Some("node(s) were unschedulable".into());
     }
-    if let Some(taint) = untolerated_taint(&info.node, &tolerations, &["NoSchedule", "NoExecute"]) {
+    if let Some(taint) = untolerated_taint(
+        &info.node,
+        &candidate.tolerations,
+        &["NoSchedule", "NoExecute"],
+    ) {
         let key = taint["key"].as_str().unwrap_or("");
         let value = taint["value"].as_str().unwrap_or("");
         return Some(format!(
             "node(s) had taint {{{key}: {value}}}, that the pod didn't tolerate"
         ));
     }
-    if !node_selector_matches(pod, &info.node) {
+    if !node_selector_matches(candidate.pod, &info.node) {
         return Some("node(s) didn't match node selector".into());
     }
-    let (cpu, memory) = pod_requests(pod);
     if info.bound.len() as i64 + 1 > info.pods {
         return Some("Too many pods".into());
     }
-    if cpu > 0 && info.used_cpu + cpu > info.cpu {
+    if candidate.cpu > 0 && info.used_cpu + candidate.cpu > info.cpu {
         return Some("Insufficient cpu".into());
     }
-    if memory > 0 && info.used_memory + memory > info.memory {
+    if candidate.memory > 0 && info.used_memory + candidate.memory > info.memory {
         return Some("Insufficient memory".into());
     }
-    let others: Vec<(String, serde_json::Map<String, Value>)> =
-        info.bound.values().cloned().collect();
-    if anti_affinity_violated(pod, meta::namespace(pod).unwrap_or(""), &others) {
-        return Some("node(s) didn't match pod anti-affinity rules".into());
+    if candidate.anti_affinity {
+        let others: Vec<(String, serde_json::Map<String, Value>)> =
+            info.bound.values().cloned().collect();
+        if anti_affinity_violated(candidate.pod, candidate.namespace, &others) {
+            return Some("node(s) didn't match pod anti-affinity rules".into());
+        }
     }
     None
 }
 
 /// Higher is better: free share of cpu and memory after placing the pod, plus affinity.
-fn score(pod: &Value, info: &NodeInfo) -> i64 {
-    let (cpu, memory) = pod_requests(pod);
+fn score(candidate: &Candidate<'_>, info: &NodeInfo) -> i64 {
     let share = |used: i64, total: i64| {
         if total > 0 {
             (total - used) * 100 / total
@@ -102,8 +135,10 @@ fn score(pod: &Value, info: &NodeInfo) -> i64 {
             100
         }
     };
-    (share(info.used_cpu + cpu, info.cpu) + share(info.used_memory + memory, info.memory)) / 2
-        + preferred_affinity_score(pod, &info.node)
+    (share(info.used_cpu + candidate.cpu, info.cpu)
+        + share(info.used_memory + candidate.memory, info.memory))
+        / 2
+        + preferred_affinity_score(candidate.pod, &info.node)
 }
 
 /// "0/10 nodes are available: 3 Insufficient cpu, 7 node(s) had taint ...".
@@ -128,6 +163,8 @@ impl Scheduler {
             unschedulable: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             binds: Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT)),
+            retry: std::sync::atomic::AtomicBool::new(false),
+            reported: Mutex::new(HashMap::new()),
         });
         let mut changes = scheduler.api.registry.hub().subscribe();
         scheduler.resync().await?;
@@ -200,6 +237,9 @@ impl Scheduler {
                     if let Ok(mut parked) = self.unschedulable.lock() {
                         parked.remove(&uid);
                     }
+                    if let Ok(mut reported) = self.reported.lock() {
+                        reported.remove(&uid);
+                    }
                     // A pod leaving frees room for the parked ones.
                     if deleted || meta::is_deleting(object) {
                         self.retry_unschedulable();
@@ -210,23 +250,30 @@ impl Scheduler {
         }
     }
 
+    /// Asks for the parked pods to be tried again; a burst of node events (a hundred nodes
+    /// joining) becomes one retry, taken when the worker next looks.
     fn retry_unschedulable(&self) {
+        self.retry.store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn unpark(&self) {
+        if !self.retry.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let parked: Vec<(String, Value)> = match self.unschedulable.lock() {
             Ok(mut parked) => parked.drain().collect(),
             Err(_) => return,
         };
-        if parked.is_empty() {
-            return;
-        }
         if let Ok(mut pending) = self.pending.lock() {
             pending.extend(parked);
         }
-        self.wake.notify_one();
     }
 
     async fn work(self: Arc<Self>) {
         loop {
             let notified = self.wake.notified();
+            self.unpark();
             let batch: Vec<Value> = match self.pending.lock() {
                 Ok(mut pending) => std::mem::take(&mut *pending).into_values().collect(),
                 Err(_) => return,
@@ -248,13 +295,14 @@ impl Scheduler {
         let Ok(cache) = self.cache.lock() else {
             return Err("scheduler cache unavailable".into());
         };
+        let candidate = Candidate::of(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut best: Option<(i64, &str)> = None;
         for (name, info) in &cache.nodes {
-            match misfit(pod, info) {
+            match misfit(&candidate, info) {
                 Some(reason) => *reasons.entry(reason).or_default() += 1,
                 None => {
-                    let score = score(pod, info);
+                    let score = score(&candidate, info);
                     // Ties go to the name that sorts first, so results are reproducible.
                     if best.is_none_or(|(best_score, best_name)| {
                         score > best_score || (score == best_score && name.as_str() < best_name)
@@ -325,8 +373,32 @@ impl Scheduler {
                     &mut updated,
                     json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": meta::now()}),
                 );
-                let changed = updated != pod;
+                // The condition is written when a pod first fails, and again only when the
+                // reason changed and the last write is a while ago: retries as nodes come and
+                // go must not turn into a write per pod per event.
+                let previous = pod
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|conditions| {
+                        conditions
+                            .iter()
+                            .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+                            .cloned()
+                    });
+                let recently = self
+                    .reported
+                    .lock()
+                    .ok()
+                    .and_then(|reported| reported.get(&uid).copied())
+                    .is_some_and(|at| at.elapsed() < REPORT_INTERVAL);
+                let changed = match &previous {
+                    None => true,
+                    Some(condition) => condition["message"] != json!(message) && !recently,
+                };
                 if changed {
+                    if let Ok(mut reported) = self.reported.lock() {
+                        reported.insert(uid.clone(), std::time::Instant::now());
+                    }
                     events::record_detached(
                         &self.api,
                         &pod,
@@ -395,12 +467,12 @@ mod tests {
         let node = json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}, "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}});
         let pod = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "2"}}}]}});
         assert_eq!(
-            misfit(&pod, &info(node.clone())).as_deref(),
+            misfit(&Candidate::of(&pod), &info(node.clone())).as_deref(),
             Some("node(s) had taint {gpu: yes}, that the pod didn't tolerate")
         );
         let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"resources": {"requests": {"cpu": "2"}}}]}});
         assert_eq!(
-            misfit(&tolerant, &info(node)).as_deref(),
+            misfit(&Candidate::of(&tolerant), &info(node)).as_deref(),
             Some("Insufficient cpu")
         );
         let mut reasons = BTreeMap::new();
@@ -419,6 +491,6 @@ mod tests {
         let empty = info(node("a"));
         let mut busy = info(node("b"));
         busy.used_cpu = 2000;
-        assert!(score(&pod, &empty) > score(&pod, &busy));
+        assert!(score(&Candidate::of(&pod), &empty) > score(&Candidate::of(&pod), &busy));
     }
 }

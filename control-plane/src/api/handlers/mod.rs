@@ -1,4 +1,5 @@
 //! The verbs: one request (already authenticated and routed) to one reply.
+mod logs;
 mod read;
 mod remove;
 mod write;
@@ -20,6 +21,8 @@ pub enum Reply {
     Json(u16, Value),
     /// A watch: newline-delimited JSON events as they happen.
     Stream(mpsc::Receiver<Vec<u8>>),
+    /// Plain text as it comes (pod logs).
+    TextStream(mpsc::Receiver<Vec<u8>>),
     Text(u16, String),
 }
 
@@ -27,6 +30,8 @@ pub enum Reply {
 pub struct Api {
     pub registry: Registry,
     pub allocator: Arc<Allocator>,
+    /// Log requests to agents over their node API streams.
+    pub logs: Arc<crate::node_api::logs::LogBroker>,
 }
 
 /// The parts of a request the verbs read.

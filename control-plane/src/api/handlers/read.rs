@@ -79,9 +79,7 @@ pub async fn get(api: &Api, target: &Target, call: &Call<'_>) -> Result<Reply, A
         .await?;
     match target.subresource {
         Some(Subresource::Scale) => Ok(Reply::Json(200, scale_of(&object))),
-        Some(Subresource::Log) => Err(ApiError::ServiceUnavailable(format!(
-            "logs of pod {name} are served by its node's agent, which has no connection to this control plane"
-        ))),
+        Some(Subresource::Log) => super::logs::pod_log(api, &object, call).await,
         Some(Subresource::Binding) => Err(ApiError::MethodNotAllowed(
             "bindings can only be created".into(),
         )),
