@@ -25,7 +25,7 @@ use predicates::{
 };
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
-const BINDS_IN_FLIGHT: usize = 32;
+const BINDS_IN_FLIGHT: usize = 128;
 /// How often an unschedulable pod's changing reason is written at most.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -35,7 +35,8 @@ pub struct Scheduler {
     /// uid → the pod as last seen, waiting for a node.
     pending: Mutex<BTreeMap<String, Value>>,
     /// Pods no node fitted, retried when nodes or pods change.
-    unschedulable: Mutex<HashMap<String, Value>>,
+    /// Kept encoded: thousands of parked pods as decoded objects cost ten times the memory.
+    unschedulable: Mutex<HashMap<String, Vec<u8>>>,
     wake: Notify,
     /// Bindings being written at once.
     binds: Arc<tokio::sync::Semaphore>,
@@ -262,7 +263,12 @@ impl Scheduler {
             return;
         }
         let parked: Vec<(String, Value)> = match self.unschedulable.lock() {
-            Ok(mut parked) => parked.drain().collect(),
+            Ok(mut parked) => parked
+                .drain()
+                .filter_map(|(uid, bytes)| {
+                    serde_json::from_slice(&bytes).ok().map(|pod| (uid, pod))
+                })
+                .collect(),
             Err(_) => return,
         };
         if let Ok(mut pending) = self.pending.lock() {
@@ -423,7 +429,7 @@ impl Scheduler {
                     pod
                 };
                 if let Ok(mut parked) = self.unschedulable.lock() {
-                    parked.insert(uid, stored);
+                    parked.insert(uid, serde_json::to_vec(&stored).unwrap_or_default());
                 }
                 Ok(())
             }
