@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::template::{
-    self, controller_name, controller_uid, pod_active, pod_available, pod_ready, template_hash,
-};
+use super::template::{self, controller_uid, pod_active, pod_available, pod_ready, template_hash};
 use super::{Controller, ObjectKey};
 use crate::api::handlers::Api;
 use crate::api::meta;
@@ -51,12 +49,10 @@ impl DaemonSetController {
     ) -> Result<Option<Duration>, ApiError> {
         let daemonsets = template::resource("apps", "daemonsets")?;
         let pods = template::resource("", "pods")?;
-        let Some(daemonset) = template::fetch(api, daemonsets, Some(namespace), name).await? else {
+        let Some(daemonset) = template::fetch_live(api, daemonsets, Some(namespace), name).await?
+        else {
             return Ok(None);
         };
-        if meta::is_deleting(&daemonset) {
-            return Ok(None);
-        }
         let (nodes, _) = api
             .registry
             .list(template::resource("", "nodes")?, None, None)
@@ -185,24 +181,15 @@ impl Controller for DaemonSetController {
     const NAME: &'static str = "daemonset";
 
     fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
-        let namespace = meta::namespace(&change.object);
-        match change.object.get("kind").and_then(Value::as_str) {
-            Some("DaemonSet") => vec![ObjectKey::of(&change.object)],
-            Some("Pod") => controller_name(&change.object, "DaemonSet")
-                .map(|name| ObjectKey::new(namespace, name))
-                .into_iter()
-                .collect(),
-            Some("Node") => vec![ObjectKey::new(None, EVERY)],
-            _ => Vec::new(),
+        // Nodes coming and going change where every daemon set belongs.
+        if change.object.get("kind").and_then(Value::as_str) == Some("Node") {
+            return vec![ObjectKey::new(None, EVERY)];
         }
+        template::own_or_owner_key(change, "DaemonSet", "Pod")
     }
 
     async fn all_keys(&self, api: &Api) -> Result<Vec<ObjectKey>, ApiError> {
-        let (items, _) = api
-            .registry
-            .list(template::resource("apps", "daemonsets")?, None, None)
-            .await?;
-        Ok(items.iter().map(ObjectKey::of).collect())
+        template::keys_of(api, "apps", "daemonsets").await
     }
 
     async fn reconcile(&self, api: &Api, key: &ObjectKey) -> Result<Option<Duration>, ApiError> {

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::template::{
-    self, controller_name, controller_uid, template_hash, template_without_label,
-};
+use super::template::{self, controller_uid, template_hash, template_without_label};
 use super::{Controller, ObjectKey};
 use crate::api::admission;
 use crate::api::handlers::Api;
@@ -234,23 +232,11 @@ impl Controller for DeploymentController {
     const NAME: &'static str = "deployment";
 
     fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
-        let namespace = meta::namespace(&change.object);
-        match change.object.get("kind").and_then(Value::as_str) {
-            Some("Deployment") => vec![ObjectKey::of(&change.object)],
-            Some("ReplicaSet") => controller_name(&change.object, "Deployment")
-                .map(|name| ObjectKey::new(namespace, name))
-                .into_iter()
-                .collect(),
-            _ => Vec::new(),
-        }
+        template::own_or_owner_key(change, "Deployment", "ReplicaSet")
     }
 
     async fn all_keys(&self, api: &Api) -> Result<Vec<ObjectKey>, ApiError> {
-        let (items, _) = api
-            .registry
-            .list(template::resource("apps", "deployments")?, None, None)
-            .await?;
-        Ok(items.iter().map(ObjectKey::of).collect())
+        template::keys_of(api, "apps", "deployments").await
     }
 
     async fn reconcile(&self, api: &Api, key: &ObjectKey) -> Result<Option<Duration>, ApiError> {
@@ -258,13 +244,10 @@ impl Controller for DeploymentController {
         let replicasets = template::resource("apps", "replicasets")?;
         let namespace = key.namespace.as_deref().unwrap_or("default");
         let Some(deployment) =
-            template::fetch(api, deployments, Some(namespace), &key.name).await?
+            template::fetch_live(api, deployments, Some(namespace), &key.name).await?
         else {
             return Ok(None);
         };
-        if meta::is_deleting(&deployment) {
-            return Ok(None);
-        }
         let uid = meta::uid(&deployment).to_owned();
         let (all, _) = api
             .registry

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::template::{
-    self, controller_name, controller_uid, pod_active, pod_available, pod_ready,
-};
+use super::template::{self, controller_uid, pod_active, pod_available, pod_ready};
 use super::{Controller, ObjectKey};
 use crate::api::handlers::Api;
 use crate::api::meta;
@@ -37,23 +35,11 @@ impl Controller for ReplicaSetController {
     const NAME: &'static str = "replicaset";
 
     fn keys_for(&self, change: &Change) -> Vec<ObjectKey> {
-        let namespace = meta::namespace(&change.object);
-        match change.object.get("kind").and_then(Value::as_str) {
-            Some("ReplicaSet") => vec![ObjectKey::of(&change.object)],
-            Some("Pod") => controller_name(&change.object, "ReplicaSet")
-                .map(|name| ObjectKey::new(namespace, name))
-                .into_iter()
-                .collect(),
-            _ => Vec::new(),
-        }
+        template::own_or_owner_key(change, "ReplicaSet", "Pod")
     }
 
     async fn all_keys(&self, api: &Api) -> Result<Vec<ObjectKey>, ApiError> {
-        let (items, _) = api
-            .registry
-            .list(template::resource("apps", "replicasets")?, None, None)
-            .await?;
-        Ok(items.iter().map(ObjectKey::of).collect())
+        template::keys_of(api, "apps", "replicasets").await
     }
 
     async fn reconcile(&self, api: &Api, key: &ObjectKey) -> Result<Option<Duration>, ApiError> {
@@ -61,13 +47,10 @@ impl Controller for ReplicaSetController {
         let pods = template::resource("", "pods")?;
         let namespace = key.namespace.as_deref().unwrap_or("default");
         let Some(replicaset) =
-            template::fetch(api, replicasets, Some(namespace), &key.name).await?
+            template::fetch_live(api, replicasets, Some(namespace), &key.name).await?
         else {
             return Ok(None);
         };
-        if meta::is_deleting(&replicaset) {
-            return Ok(None);
-        }
         let uid = meta::uid(&replicaset).to_owned();
         let (all, _) = api.registry.list(pods, Some(namespace), None).await?;
         let mut active: Vec<Value> = all

@@ -162,6 +162,50 @@ pub async fn fetch(
     }
 }
 
+/// The object if it exists and is not being deleted (what a workload controller acts on;
+/// a deleted one is the garbage collector's).
+pub async fn fetch_live(
+    api: &Api,
+    resource: &'static Resource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    Ok(fetch(api, resource, namespace, name)
+        .await?
+        .filter(|object| !meta::is_deleting(object)))
+}
+
+/// The keys a change concerns for a workload of `kind`: the workload itself, or the one
+/// that controls a changed `dependent` (its pods, its ReplicaSets).
+pub fn own_or_owner_key(
+    change: &crate::api::watch::Change,
+    kind: &str,
+    dependent: &str,
+) -> Vec<super::ObjectKey> {
+    let object = &change.object;
+    match object.get("kind").and_then(Value::as_str) {
+        Some(found) if found == kind => vec![super::ObjectKey::of(object)],
+        Some(found) if found == dependent => controller_name(object, kind)
+            .map(|name| super::ObjectKey::new(meta::namespace(object), name))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every object of a resource, as queue keys.
+pub async fn keys_of(
+    api: &Api,
+    group: &str,
+    plural: &str,
+) -> Result<Vec<super::ObjectKey>, ApiError> {
+    let (items, _) = api
+        .registry
+        .list(resource(group, plural)?, None, None)
+        .await?;
+    Ok(items.iter().map(super::ObjectKey::of).collect())
+}
+
 /// Deletes with default options; true if this call deleted (or marked) it, false if it
 /// was already gone.
 pub async fn delete_if_present(
