@@ -137,7 +137,7 @@ pub fn validate(resource: &Resource, object: &Value) -> Result<(), ApiError> {
 
 /// Objects may only be created in a namespace that exists and is not being deleted.
 pub async fn check_namespace_open(registry: &Registry, namespace: &str) -> Result<(), ApiError> {
-    let namespaces = resources::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
+    let namespaces = resources::require("", "namespaces")?;
     let current = registry
         .get(namespaces, None, namespace)
         .await

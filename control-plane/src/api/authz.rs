@@ -104,7 +104,7 @@ fn references(pod: &Value, kind: &str) -> Vec<String> {
 }
 
 async fn pod_on_node(registry: &Registry, target: &Target, node: &str) -> Result<bool, ApiError> {
-    let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+    let pods = resources::require("", "pods")?;
     let pod = registry
         .get(
             pods,
@@ -120,7 +120,7 @@ async fn referenced_by_node_pod(
     target: &Target,
     node: &str,
 ) -> Result<bool, ApiError> {
-    let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+    let pods = resources::require("", "pods")?;
     let (items, _) = registry
         .list(pods, target.namespace.as_deref(), None)
         .await?;

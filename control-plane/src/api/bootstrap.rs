@@ -13,7 +13,7 @@ async fn ensure(
     namespace: Option<&str>,
     object: Value,
 ) -> Result<(), ApiError> {
-    let resource = resources::find("", "v1", plural).ok_or(ApiError::NoRoute)?;
+    let resource = resources::require("", plural)?;
     let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
     match api.registry.get(resource, namespace, &name).await {
         Ok(_) => return Ok(()),

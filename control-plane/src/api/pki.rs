@@ -173,17 +173,6 @@ impl Pki {
         &self.tokens.admin
     }
 
-    /// The token for node `name`, issued (and persisted) on first request.
-    pub fn node_token(&mut self, name: &str) -> Result<String, PkiError> {
-        if let Some(token) = self.tokens.nodes.get(name) {
-            return Ok(token.clone());
-        }
-        let token = random_token();
-        self.tokens.nodes.insert(name.to_owned(), token.clone());
-        write_private(&self.dir.join(TOKENS), &serialize_tokens(&self.tokens))?;
-        Ok(token)
-    }
-
     /// Re-reads the token file (node tokens are issued by `kaya-control-plane node-token`
     /// while the server runs).
     pub fn reload_tokens(&mut self) -> Result<(), PkiError> {
@@ -277,8 +266,8 @@ mod tests {
     #[test]
     fn credentials_survive_a_restart_and_tokens_identify_their_owner() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = Pki::load_or_create(dir.path(), &["10.0.0.1".into()]).unwrap();
-        let node_token = first.node_token("node-1").unwrap();
+        let first = Pki::load_or_create(dir.path(), &["10.0.0.1".into()]).unwrap();
+        let node_token = issue_node_token(dir.path(), "node-1").unwrap();
         let second = Pki::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(first.ca_pem, second.ca_pem);
         assert_eq!(first.admin_token(), second.admin_token());

@@ -78,6 +78,19 @@ impl Registry {
         decode(&object)
     }
 
+    async fn listing(
+        &self,
+        resource: &'static Resource,
+        namespace: Option<&str>,
+        at: Option<u64>,
+    ) -> Result<crate::store::Listing, ApiError> {
+        let prefix = resource.scope_prefix(namespace);
+        let store = self.store.clone();
+        blocking(move || store.list(&prefix, at))
+            .await?
+            .map_err(|error| from_store(error, resource.plural, ""))
+    }
+
     /// The objects of a resource (in one namespace or all), at a revision or now.
     pub async fn list(
         &self,
@@ -85,11 +98,7 @@ impl Registry {
         namespace: Option<&str>,
         at: Option<u64>,
     ) -> Result<(Vec<Value>, u64), ApiError> {
-        let prefix = resource.scope_prefix(namespace);
-        let store = self.store.clone();
-        let listing = blocking(move || store.list(&prefix, at))
-            .await?
-            .map_err(|error| from_store(error, resource.plural, ""))?;
+        let listing = self.listing(resource, namespace, at).await?;
         let items = listing
             .items
             .iter()
@@ -105,12 +114,7 @@ impl Registry {
         resource: &'static Resource,
         namespace: Option<&str>,
     ) -> Result<Vec<Object>, ApiError> {
-        let prefix = resource.scope_prefix(namespace);
-        let store = self.store.clone();
-        let listing = blocking(move || store.list(&prefix, None))
-            .await?
-            .map_err(|error| from_store(error, resource.plural, ""))?;
-        Ok(listing.items)
+        Ok(self.listing(resource, namespace, None).await?.items)
     }
 
     pub async fn create(
@@ -118,17 +122,10 @@ impl Registry {
         resource: &'static Resource,
         object: Value,
     ) -> Result<Value, ApiError> {
-        let name = meta::name(&object).to_owned();
-        let key = resource.key(meta::namespace(&object), &name);
-        let bytes = encode(&object)?;
-        let store = self.store.clone();
-        let stored = blocking(move || store.create(&key, &bytes))
-            .await?
-            .map_err(|error| from_store(error, resource.plural, &name))?;
-        self.hub.wake();
-        let mut object = object;
-        meta::set_resource_version(&mut object, stored.mod_revision);
-        Ok(object)
+        self.put(resource, object, |store, key, bytes| {
+            store.create(key, bytes)
+        })
+        .await
     }
 
     /// Writes `object` over the stored one; with `expected`, only if it is still at that
@@ -139,15 +136,27 @@ impl Registry {
         object: Value,
         expected: Option<u64>,
     ) -> Result<Value, ApiError> {
+        self.put(resource, object, move |store, key, bytes| {
+            store.update(key, bytes, expected)
+        })
+        .await
+    }
+
+    /// Stores `object` under its key with `write`, and returns it at the revision written.
+    async fn put(
+        &self,
+        resource: &'static Resource,
+        mut object: Value,
+        write: impl FnOnce(&dyn Store, &str, &[u8]) -> Result<Object, StoreError> + Send + 'static,
+    ) -> Result<Value, ApiError> {
         let name = meta::name(&object).to_owned();
         let key = resource.key(meta::namespace(&object), &name);
         let bytes = encode(&object)?;
         let store = self.store.clone();
-        let stored = blocking(move || store.update(&key, &bytes, expected))
+        let stored = blocking(move || write(store.as_ref(), &key, &bytes))
             .await?
             .map_err(|error| from_store(error, resource.plural, &name))?;
         self.hub.wake();
-        let mut object = object;
         meta::set_resource_version(&mut object, stored.mod_revision);
         Ok(object)
     }

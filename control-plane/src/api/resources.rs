@@ -185,6 +185,12 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     })
 }
 
+/// A served resource the code names (all served versions are v1), for callers that
+/// report a missing one as an API error.
+pub fn require(group: &str, plural: &str) -> Result<&'static Resource, super::status::ApiError> {
+    find(group, "v1", plural).ok_or(super::status::ApiError::NoRoute)
+}
+
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()

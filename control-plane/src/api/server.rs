@@ -183,7 +183,6 @@ impl Server {
                 };
                 match handlers::handle(&self.api, target, call).await {
                     Ok(Reply::Json(code, value)) => json(code, &value),
-                    Ok(Reply::Text(code, text)) => bytes(code, "text/plain", text.into_bytes()),
                     Ok(Reply::Stream(receiver)) => stream(receiver, "application/json"),
                     Ok(Reply::TextStream(receiver)) => stream(receiver, "text/plain"),
                     Err(failure) => error(&failure),

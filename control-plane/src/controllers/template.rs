@@ -5,13 +5,10 @@ use serde_json::{Map, Value, json};
 use crate::api::admission;
 use crate::api::handlers::Api;
 use crate::api::meta;
-use crate::api::resources::{self, Resource};
+use crate::api::resources::Resource;
 use crate::api::status::ApiError;
 
-pub fn resource(group: &str, plural: &str) -> Result<&'static Resource, ApiError> {
-    let version = "v1";
-    resources::find(group, version, plural).ok_or(ApiError::NoRoute)
-}
+pub use crate::api::resources::require as resource;
 
 pub fn owner_reference(owner: &Value, api_version: &str, kind: &str) -> Value {
     json!({

@@ -8,12 +8,8 @@ use crate::api::deletion::{self, DeleteOptions};
 use crate::api::handlers::Api;
 use crate::api::meta;
 use crate::api::registry::Change;
-use crate::api::resources::{self, Resource};
+use crate::api::resources;
 use crate::api::status::ApiError;
-
-fn resource(group: &str, plural: &str) -> Result<&'static Resource, ApiError> {
-    resources::find(group, "v1", plural).ok_or(ApiError::NoRoute)
-}
 
 fn parse(bytes: &[u8], what: &str) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes)
@@ -29,7 +25,7 @@ fn not_yours(node: &str, what: String) -> ApiError {
 /// Creates the node, or refreshes its labels, addresses and status (spec stays the
 /// control plane's: pod CIDR, taints, unschedulable).
 pub async fn register(api: &Api, node: &str, body: &[u8]) -> Result<Value, ApiError> {
-    let nodes = resource("", "nodes")?;
+    let nodes = resources::require("", "nodes")?;
     let mut given = parse(body, "the node")?;
     let name = meta::name(&given);
     if name != node {
@@ -70,7 +66,7 @@ pub async fn register(api: &Api, node: &str, body: &[u8]) -> Result<Value, ApiEr
 async fn own_pod(api: &Api, node: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
     let pod = api
         .registry
-        .get(resource("", "pods")?, Some(namespace), name)
+        .get(resources::require("", "pods")?, Some(namespace), name)
         .await?;
     if meta::str_field(&pod, "/spec/nodeName") != Some(node) {
         return Err(not_yours(node, format!("pod {namespace}/{name}")));
@@ -88,7 +84,7 @@ pub async fn pod_status(api: &Api, node: &str, report: &PodStatusReport) -> Resu
     own_pod(api, node, &report.namespace, &report.name).await?;
     api.registry
         .read_modify_write(
-            resource("", "pods")?,
+            resources::require("", "pods")?,
             Some(&report.namespace),
             &report.name,
             |mut pod| {
@@ -123,7 +119,7 @@ pub async fn pod_terminated(api: &Api, node: &str, report: &PodTerminated) -> Re
     };
     match deletion::delete(
         &api.registry,
-        resource("", "pods")?,
+        resources::require("", "pods")?,
         Some(&report.namespace),
         &report.name,
         &options,
@@ -138,10 +134,15 @@ pub async fn pod_terminated(api: &Api, node: &str, report: &PodTerminated) -> Re
 pub async fn node_status(api: &Api, node: &str, body: &[u8]) -> Result<(), ApiError> {
     let status = parse(body, "the node status")?;
     api.registry
-        .read_modify_write(resource("", "nodes")?, None, node, |mut current| {
-            current["status"] = status.clone();
-            Ok(Change::Write(current))
-        })
+        .read_modify_write(
+            resources::require("", "nodes")?,
+            None,
+            node,
+            |mut current| {
+                current["status"] = status.clone();
+                Ok(Change::Write(current))
+            },
+        )
         .await
         .map(|_| ())
 }
@@ -154,7 +155,7 @@ fn micro_now() -> String {
 }
 
 pub async fn renew_lease(api: &Api, node: &str, duration: u32) -> Result<(), ApiError> {
-    let leases = resource("coordination.k8s.io", "leases")?;
+    let leases = resources::require("coordination.k8s.io", "leases")?;
     let duration = if duration == 0 { 40 } else { duration };
     let renewed = api
         .registry
@@ -166,7 +167,10 @@ pub async fn renew_lease(api: &Api, node: &str, duration: u32) -> Result<(), Api
         .await;
     match renewed {
         Err(ApiError::NotFound { .. }) => {
-            let owner = api.registry.get(resource("", "nodes")?, None, node).await?;
+            let owner = api
+                .registry
+                .get(resources::require("", "nodes")?, None, node)
+                .await?;
             let lease = json!({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": node, "namespace": "kube-node-lease",

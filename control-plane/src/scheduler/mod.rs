@@ -194,8 +194,8 @@ impl Scheduler {
     }
 
     async fn resync(&self) -> Result<(), ApiError> {
-        let nodes = resources::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
-        let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+        let nodes = resources::require("", "nodes")?;
+        let pods = resources::require("", "pods")?;
         let (node_list, _) = self.api.registry.list(nodes, None, None).await?;
         let (pod_list, _) = self.api.registry.list(pods, None, None).await?;
         if let Ok(mut cache) = self.cache.lock() {
@@ -323,7 +323,7 @@ impl Scheduler {
     }
 
     async fn schedule(self: &Arc<Self>, pod: Value) -> Result<(), ApiError> {
-        let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+        let pods = resources::require("", "pods")?;
         match self.choose(&pod) {
             Ok(node) => {
                 let mut bound = pod.clone();

@@ -23,7 +23,6 @@ pub enum Reply {
     Stream(mpsc::Receiver<Vec<u8>>),
     /// Plain text as it comes (pod logs).
     TextStream(mpsc::Receiver<Vec<u8>>),
-    Text(u16, String),
 }
 
 /// Everything a verb needs from the server.

@@ -75,7 +75,7 @@ async fn bind(
             vec![status::FieldCause::new("target.name", "Required value")],
         ));
     }
-    let pods = resources::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+    let pods = resources::require("", "pods")?;
     api.registry
         .read_modify_write(pods, target.namespace.as_deref(), &name, |mut pod| {
             if meta::is_deleting(&pod) {
